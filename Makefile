@@ -1,0 +1,43 @@
+# Quick start: `make demo` and `make test`. Each creates .venv and installs what it needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP_RUN := $(VENV)/.installed-run
+STAMP_DEV := $(VENV)/.installed-dev
+STORE ?= .lmdbstate
+
+.PHONY: demo test lint tests bench clean
+
+$(BIN)/python:
+	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python >= 3.11 is needed")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP_RUN): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(STAMP_DEV): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@ $(STAMP_RUN)
+
+demo: $(STAMP_RUN)
+	$(BIN)/python examples/quickstart.py $(STORE)
+	$(BIN)/lmdbstate --store $(STORE) stats
+	$(BIN)/lmdbstate --store $(STORE) list
+
+lint: $(STAMP_DEV)
+	$(BIN)/ruff check lmdbstate tests benchmarks examples
+	$(BIN)/ruff format --check lmdbstate tests benchmarks examples
+	$(BIN)/mypy
+
+tests: $(STAMP_DEV)
+	$(BIN)/pytest --cov --cov-report=term
+
+test: lint tests
+
+bench: $(STAMP_DEV)
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage $(STORE)

@@ -1,0 +1,6 @@
+"""``python -m lmdbstate``: the command-line interface."""
+
+from .cli import main
+
+if __name__ == "__main__":
+    main()

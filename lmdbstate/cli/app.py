@@ -1,0 +1,181 @@
+"""The Typer app: thin commands over the library; rendering lives in ``render.py``.
+
+Exit codes: 0 ok, 1 error (one line on stderr, with a hint), 2 usage, 3 damage found.
+"""
+
+import enum
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .. import __version__
+from ..errors import IntegrityError, LmdbStateError, StoreCorruptedError
+from ..store import DEFAULT_PATH, CheckpointStore
+from . import render
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_DAMAGE = 3
+
+
+app = typer.Typer(
+    name="lmdbstate",
+    help="Inspect and maintain an lmdbstate checkpoint store.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+
+class StatusName(enum.StrEnum):
+    """Workflow statuses, as the CLI accepts them."""
+
+    running = "running"
+    completed = "completed"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+StorePath = Annotated[
+    Path,
+    typer.Option(
+        "--store",
+        "-s",
+        envvar="LMDBSTATE_PATH",
+        help="The store directory.",
+        show_default=True,
+    ),
+]
+WorkflowId = Annotated[str, typer.Argument(help="The workflow id.", show_default=False)]
+SeqOption = Annotated[int | None, typer.Option("--seq", min=1, help="A checkpoint's seq.")]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        render.message(f"lmdbstate {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    store: StorePath = Path(DEFAULT_PATH),
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Show the version."),
+    ] = False,
+) -> None:
+    """Inspect and maintain an lmdbstate checkpoint store.
+
+    Exit codes: 0 ok, 1 error, 2 usage, 3 damage found.
+    """
+    ctx.obj = store
+
+
+@contextmanager
+def _store(ctx: typer.Context, *, readonly: bool = True) -> Iterator[CheckpointStore]:
+    """Open the store for one command, and turn every error inside into a line and an exit code.
+
+    This is the one place where the CLI handles errors: every command runs inside it.
+    """
+    try:
+        with CheckpointStore(ctx.obj, readonly=readonly) as store:
+            yield store
+    except (typer.Exit, typer.Abort):
+        raise
+    except LmdbStateError as exc:
+        render.error(exc)
+        damaged = isinstance(exc, IntegrityError | StoreCorruptedError)
+        raise typer.Exit(EXIT_DAMAGE if damaged else EXIT_ERROR) from None
+    except Exception as exc:
+        # State may hold secrets: never print a traceback or locals unless asked to.
+        if os.environ.get("LMDBSTATE_DEBUG"):
+            raise
+        render.error(
+            f"internal error: {type(exc).__name__}: {exc}",
+            hint="this is a bug in lmdbstate; set LMDBSTATE_DEBUG=1 to see the traceback",
+        )
+        raise typer.Exit(EXIT_ERROR) from None
+
+
+@app.command("list")
+def list_workflows(
+    ctx: typer.Context,
+    status: Annotated[
+        StatusName | None, typer.Option("--status", help="Only workflows with this status.")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """List the workflows in the store."""
+    with _store(ctx) as store:
+        chosen = None if status is None else status.value
+        render.workflows(list(store.workflows(status=chosen)), as_json=as_json)  # type: ignore[arg-type]
+
+
+@app.command()
+def show(
+    ctx: typer.Context, workflow_id: WorkflowId, seq: SeqOption = None, as_json: JsonFlag = False
+) -> None:
+    """Show a checkpoint (the newest unless --seq is given): metadata, digest status and state."""
+    with _store(ctx) as store:
+        if seq is None:
+            store.workflow(workflow_id)  # raises when the workflow does not exist
+            ckpt = store.latest(workflow_id)
+            if ckpt is None:
+                render.error(f"workflow {workflow_id!r} has no checkpoints")
+                raise typer.Exit(EXIT_ERROR)
+        else:
+            ckpt = store.get(workflow_id, seq)
+        render.checkpoint(ckpt, as_json=as_json)
+
+
+@app.command()
+def history(
+    ctx: typer.Context,
+    workflow_id: WorkflowId,
+    reverse: Annotated[bool, typer.Option("--reverse", "-r", help="Newest first.")] = False,
+    limit: Annotated[
+        int | None, typer.Option("--limit", "-n", min=0, help="At most this many.")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """List a workflow's checkpoints without their state."""
+    with _store(ctx) as store:
+        render.history(
+            list(store.history(workflow_id, reverse=reverse, limit=limit)), as_json=as_json
+        )
+
+
+@app.command()
+def stats(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """Show counts and sizes: workflows by status, checkpoints, live and file bytes, readers."""
+    with _store(ctx) as store:
+        render.stats(store.stats(), as_json=as_json)
+
+
+@app.command()
+def delete(
+    ctx: typer.Context,
+    workflow_id: WorkflowId,
+    seq: SeqOption = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete a workflow with all its checkpoints, or one checkpoint with --seq."""
+    what = f"workflow {workflow_id!r}" if seq is None else f"checkpoint {seq} of {workflow_id!r}"
+    with _store(ctx, readonly=False) as store:
+        store.workflow(workflow_id)  # fail on a missing workflow before asking
+        if not yes:
+            typer.confirm(f"Delete {what}?", abort=True)
+        deleted = store.delete(workflow_id, seq=seq)
+    render.message(f"deleted {what} ({deleted} checkpoint{'s' if deleted != 1 else ''})")
+
+
+def main() -> None:
+    """The console script's entry point."""
+    app()

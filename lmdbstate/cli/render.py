@@ -1,0 +1,203 @@
+"""All CLI output: rich tables for people, JSON for programs, one-line errors on stderr."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import json
+import uuid
+from collections.abc import Iterable
+from decimal import Decimal
+from typing import Any
+
+from rich.console import Console
+from rich.pretty import Pretty
+from rich.table import Table
+
+from ..errors import LmdbStateError
+from ..models import Checkpoint, CheckpointInfo, StoreStats, WorkflowInfo
+
+_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+
+
+def _stdout() -> Console:
+    return Console(highlight=False)
+
+
+def human_bytes(size: int) -> str:
+    """``1536`` -> ``"1.5 KiB"``."""
+    value = float(size)
+    for unit in _UNITS:
+        if abs(value) < 1024 or unit == _UNITS[-1]:
+            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def timestamp(ns: int | None) -> str:
+    """Nanoseconds since the epoch as an ISO 8601 UTC time to the millisecond."""
+    if ns is None:
+        return "-"
+    moment = dt.datetime.fromtimestamp(ns / 1e9, tz=dt.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def short_time(ns: int) -> str:
+    """Nanoseconds since the epoch as ``YYYY-MM-DD HH:MM:SS`` UTC, for table cells."""
+    return dt.datetime.fromtimestamp(ns / 1e9, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def to_jsonable(value: Any) -> Any:
+    """A JSON-friendly view of a state, for display.
+
+    Tuples and sets become lists, bytes ``{"base64": ...}``, datetimes ISO strings, UUIDs and
+    Decimals strings, non-str keys their ``str()``. Lossy by design: it is for reading.
+    """
+    if isinstance(value, dict):
+        return {k if isinstance(k, str) else str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(item) for item in value]
+    if isinstance(value, set | frozenset):
+        return sorted((to_jsonable(item) for item in value), key=repr)
+    if isinstance(value, bytes):
+        return {"base64": base64.b64encode(value).decode("ascii")}
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID | Decimal):
+        return str(value)
+    return value
+
+
+def emit_json(data: Any) -> None:
+    """Print ``data`` as indented JSON on stdout."""
+    print(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def _workflow_dict(info: WorkflowInfo) -> dict[str, Any]:
+    data = dataclasses.asdict(info)
+    data["created_at"] = timestamp(info.created_ns)
+    data["updated_at"] = timestamp(info.updated_ns)
+    return data
+
+
+def _info_dict(info: CheckpointInfo) -> dict[str, Any]:
+    data = dataclasses.asdict(info)
+    data["digest"] = f"{info.digest:016x}"
+    data["created_at"] = timestamp(info.created_ns)
+    return data
+
+
+def workflows(infos: Iterable[WorkflowInfo], *, as_json: bool) -> None:
+    """The ``list`` command's output."""
+    if as_json:
+        emit_json([_workflow_dict(info) for info in infos])
+        return
+    table = Table("workflow", "status", "checkpoints", "head", "bytes", "updated (UTC)")
+    for info in infos:
+        table.add_row(
+            info.workflow_id, info.status, str(info.checkpoints), str(info.head_seq),
+            human_bytes(info.bytes), short_time(info.updated_ns),
+        )  # fmt: skip
+    if table.row_count:
+        _stdout().print(table)
+    else:
+        _stdout().print("no workflows")
+
+
+def history(infos: Iterable[CheckpointInfo], *, as_json: bool) -> None:
+    """The ``history`` command's output."""
+    if as_json:
+        emit_json([_info_dict(info) for info in infos])
+        return
+    table = Table("seq", "step", "schema", "created (UTC)", "size", "digest")
+    for info in infos:
+        table.add_row(
+            str(info.seq), "-" if info.step is None else str(info.step), str(info.schema),
+            short_time(info.created_ns), human_bytes(info.size), f"{info.digest:016x}",
+        )  # fmt: skip
+    _stdout().print(table)
+
+
+def checkpoint(ckpt: Checkpoint, *, as_json: bool) -> None:
+    """The ``show`` command's output: metadata, digest status, then the state."""
+    if as_json:
+        data = _info_dict(ckpt.info)
+        data["digest_ok"] = True
+        data["meta"] = to_jsonable(ckpt.meta)
+        data["state"] = to_jsonable(ckpt.state)
+        emit_json(data)
+        return
+    console = _stdout()
+    table = Table.grid(padding=(0, 2))
+    rows: list[tuple[str, str]] = [
+        ("workflow", ckpt.workflow_id),
+        ("seq", str(ckpt.seq)),
+        ("step", "-" if ckpt.step is None else str(ckpt.step)),
+        ("schema", str(ckpt.schema)),
+        ("created", timestamp(ckpt.created_ns)),
+        ("size", human_bytes(ckpt.size)),
+        ("digest", f"{ckpt.digest:016x} ok"),
+    ]
+    for name, value in rows:
+        table.add_row(f"[bold]{name}[/bold]", value)
+    console.print(table)
+    if ckpt.meta:
+        console.print("[bold]meta[/bold]")
+        console.print(Pretty(ckpt.meta))
+    console.print("[bold]state[/bold]")
+    console.print(Pretty(ckpt.state))
+
+
+def stats(report: StoreStats, *, as_json: bool) -> None:
+    """The ``stats`` command's output."""
+    if as_json:
+        data = dataclasses.asdict(report)
+        data["largest"] = [_workflow_dict(info) for info in report.largest]
+        data["oldest_at"] = timestamp(report.oldest_ns)
+        data["newest_at"] = timestamp(report.newest_ns)
+        emit_json(data)
+        return
+    console = _stdout()
+    by_status = ", ".join(f"{n} {status}" for status, n in report.workflows_by_status.items())
+    summary = Table.grid(padding=(0, 2))
+    rows: list[tuple[str, str]] = [
+        ("store", report.path),
+        ("format", str(report.format_version)),
+        ("workflows", f"{report.workflows} ({by_status})"),
+        ("checkpoints", str(report.checkpoints)),
+        ("record bytes", human_bytes(report.record_bytes)),
+        ("live bytes", human_bytes(report.live_bytes)),
+        ("file bytes", human_bytes(report.file_bytes)),
+        ("map size", f"{human_bytes(report.map_size)} (max {human_bytes(report.max_map_size)})"),
+        ("page size", human_bytes(report.page_size)),
+        ("readers", f"{report.readers_used} of {report.max_readers}"),
+        ("oldest", timestamp(report.oldest_ns)),
+        ("newest", timestamp(report.newest_ns)),
+    ]
+    for name, value in rows:
+        summary.add_row(f"[bold]{name}[/bold]", value)
+    console.print(summary)
+    if report.largest:
+        table = Table("workflow", "status", "checkpoints", "bytes", title="largest workflows")
+        for info in report.largest:
+            table.add_row(
+                info.workflow_id, info.status, str(info.checkpoints), human_bytes(info.bytes)
+            )
+        console.print(table)
+
+
+def message(text: str) -> None:
+    """A line of plain output on stdout."""
+    _stdout().print(text, markup=False)
+
+
+def error(exc: LmdbStateError | str, hint: str | None = None) -> None:
+    """One line on stderr naming the error, and a hint line when there is one."""
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    text = str(exc)
+    if isinstance(exc, LmdbStateError):
+        hint = exc.hint
+    console.print(f"error: {text}", markup=False)
+    if hint:
+        console.print(f"hint: {hint}", markup=False)

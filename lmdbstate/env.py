@@ -1,0 +1,407 @@
+"""LMDB lifecycle: open, named databases, map growth, readers and the fork guard.
+
+This is also the one place where lmdb's exceptions become lmdbstate's (``translated_errors``).
+
+One ``lmdb.Environment`` serves every ``CheckpointStore`` opened on a path in this process (py-lmdb
+refuses a second open of the same path, and two handles would fight over LMDB's file locks). It
+is closed when the last store using it closes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import lmdb
+
+from .errors import (
+    ForkedStoreError,
+    LmdbStateError,
+    ReadOnlyStoreError,
+    StoreClosedError,
+    StoreCorruptedError,
+    StoreDiskFullError,
+    StoreError,
+    StoreFullError,
+    StoreInUseError,
+    StoreNotFoundError,
+    UnsupportedFormatError,
+)
+from .kv import TABLES, ReadTxn, StorageInfo, WriteTxn
+
+T = TypeVar("T")
+
+log = logging.getLogger("lmdbstate")
+
+DEFAULT_MAP_SIZE = 1 << 30
+"""Reserved address space, not disk: without writemap the file grows with the data."""
+DEFAULT_MAX_MAP_SIZE = 1 << 40
+MIN_MAP_SIZE = 64 * 1024
+DURABILITIES = ("sync", "async")
+_MAX_DBS = 8  # the four tables, and room for later ones
+_DATA_FILE = "data.mdb"
+
+
+@contextmanager
+def translated_errors(path: str) -> Iterator[None]:
+    """Turn every lmdb exception raised inside the block into an lmdbstate error."""
+    try:
+        yield
+    except LmdbStateError:
+        raise
+    except lmdb.MapFullError as exc:
+        raise StoreFullError(f"store {path} is full", path=path) from exc
+    except lmdb.DiskError as exc:
+        raise StoreDiskFullError(f"no space left for store {path}: {exc}", path=path) from exc
+    except lmdb.ReadonlyError as exc:
+        raise ReadOnlyStoreError(f"store {path} is read-only: {exc}", path=path) from exc
+    except lmdb.VersionMismatchError as exc:
+        raise UnsupportedFormatError(f"store {path}: {exc}", path=path) from exc
+    except (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError) as exc:
+        raise StoreCorruptedError(f"store {path} is damaged: {exc}", path=path) from exc
+    except lmdb.PanicError as exc:
+        raise StoreError(
+            f"store {path} hit a fatal LMDB error: {exc}",
+            path=path,
+            hint="close the store and open it again",
+        ) from exc
+    except lmdb.ReadersFullError as exc:
+        raise StoreError(
+            f"store {path}: every LMDB reader slot is taken",
+            path=path,
+            hint="close idle stores or processes that hold read transactions open",
+        ) from exc
+    except lmdb.Error as exc:
+        raise StoreError(f"store {path}: {exc}", path=path) from exc
+
+
+class _LmdbTxn:
+    """The ``kv.WriteTxn`` interface over one lmdb transaction."""
+
+    __slots__ = ("_dbs", "_txn")
+
+    def __init__(self, txn: lmdb.Transaction, dbs: dict[str, Any]) -> None:
+        self._txn = txn
+        self._dbs = dbs
+
+    def get(self, table: str, key: bytes) -> bytes | None:
+        return self._txn.get(key, db=self._dbs[table])  # type: ignore[return-value]
+
+    def last(self, table: str, low: bytes, high: bytes) -> tuple[bytes, bytes] | None:
+        cursor = self._txn.cursor(self._dbs[table])
+        # Seek to the first key at or past ``high`` and step back; with no such key, the last.
+        found = cursor.prev() if cursor.set_range(high) else cursor.last()
+        key: bytes = cursor.key()  # type: ignore[assignment]
+        if found and key >= low:
+            return key, cursor.value()  # type: ignore[return-value]
+        return None
+
+    def scan(
+        self, table: str, low: bytes = b"", high: bytes | None = None, *, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        cursor = self._txn.cursor(self._dbs[table])
+        if reverse:
+            if high is None:
+                found = cursor.last()
+            else:
+                found = cursor.prev() if cursor.set_range(high) else cursor.last()
+            if not found:
+                return
+            items = cursor.iterprev()
+        else:
+            if not cursor.set_range(low):
+                return
+            items = cursor.iternext()
+        # The environment is opened without buffers=True: keys and values are bytes.
+        for key, value in cast(Iterator[tuple[bytes, bytes]], items):
+            if key < low if reverse else high is not None and key >= high:
+                return
+            yield key, value
+
+    def count(self, table: str) -> int:
+        entries: int = self._txn.stat(self._dbs[table])["entries"]
+        return entries
+
+    def put(self, table: str, key: bytes, value: bytes) -> None:
+        self._txn.put(key, value, db=self._dbs[table])
+
+    def delete(self, table: str, key: bytes) -> bool:
+        deleted: bool = self._txn.delete(key, db=self._dbs[table])
+        return deleted
+
+
+class _SharedEnv:
+    """One open lmdb environment and what its users in this process share."""
+
+    def __init__(
+        self, path: str, *, durability: str, readonly: bool, map_size: int, max_map_size: int
+    ) -> None:
+        self.path = path
+        self.durability = durability
+        self.readonly = readonly
+        self.max_map_size = max_map_size
+        self.users = 0
+        self.forked = False
+        # Bumped whenever this process changes the map size, which invalidates the read
+        # transactions other threads hold: a read that fails after a bump is retried.
+        self.generation = 0
+        self.write_lock = threading.Lock()
+        self.env = lmdb.open(
+            path,
+            subdir=True,
+            map_size=map_size,
+            max_dbs=_MAX_DBS,
+            readonly=readonly,
+            create=not readonly,
+            sync=durability == "sync",
+            metasync=True,
+            writemap=False,
+            lock=True,
+        )
+        try:
+            self.dbs = {name: self._open_db(name) for name in TABLES}
+            cleared = self.env.reader_check()
+        except BaseException:
+            self.env.close()
+            raise
+        if cleared:
+            log.debug("cleared %d stale reader slots in %s", cleared, path)
+
+    def _open_db(self, name: str) -> Any:
+        try:
+            return self.env.open_db(name.encode("ascii"), create=not self.readonly)
+        except lmdb.NotFoundError as exc:
+            raise StoreCorruptedError(
+                f"{self.path} is an LMDB environment but not an lmdbstate store "
+                f"(no {name!r} database)",
+                path=self.path,
+                hint="check the path; `lmdbstate recover` salvages records from a damaged store",
+            ) from exc
+
+    def run_read(self, fn: Callable[[ReadTxn], T]) -> T:
+        cleared_readers = False
+        while True:
+            generation = self.generation
+            try:
+                with self.env.begin() as txn:
+                    return fn(_LmdbTxn(txn, self.dbs))
+            except lmdb.MapResizedError:
+                self._adopt_map_size()
+            except lmdb.ReadersFullError:
+                if cleared_readers or not self.env.reader_check():
+                    raise
+                cleared_readers = True
+            except lmdb.Error:
+                if generation == self.generation:
+                    raise
+                # Another thread resized the map under this transaction: read again.
+
+    def run_write(self, fn: Callable[[WriteTxn], T]) -> T:
+        with self.write_lock:
+            while True:
+                try:
+                    txn = self.env.begin(write=True)
+                except lmdb.MapResizedError:
+                    self._set_map_size(0)
+                    continue
+                try:
+                    result = fn(_LmdbTxn(txn, self.dbs))
+                    txn.commit()
+                except lmdb.MapFullError:
+                    txn.abort()
+                    self._grow()
+                    continue
+                except BaseException:
+                    txn.abort()
+                    raise
+                return result
+
+    def _adopt_map_size(self) -> None:
+        # set_mapsize(0) takes the size another process grew the map to; py-lmdb refuses it
+        # while this process has a write transaction open, hence the lock.
+        with self.write_lock:
+            self._set_map_size(0)
+
+    def _grow(self) -> None:
+        current: int = self.env.info()["map_size"]
+        if current >= self.max_map_size:
+            raise StoreFullError(
+                f"store {self.path} reached its maximum map size of {self.max_map_size} bytes",
+                path=self.path,
+            )
+        self._set_map_size(min(current * 2, self.max_map_size))
+
+    def _set_map_size(self, size: int) -> None:
+        self.env.set_mapsize(size)
+        self.generation += 1
+        log.debug("map size of %s is now %d bytes", self.path, self.env.info()["map_size"])
+
+    def storage_info(self) -> StorageInfo:
+        info = self.env.info()
+        main = self.env.stat()
+        page_size: int = main["psize"]
+        with self.env.begin() as txn:
+            named = [txn.stat(db) for db in self.dbs.values()]
+        # Pages holding data: every database's B-tree and overflow pages, the main database
+        # that names them, and the two meta pages. Free pages awaiting reuse do not count.
+        pages = 2 + sum(
+            stat["branch_pages"] + stat["leaf_pages"] + stat["overflow_pages"]
+            for stat in [main, *named]
+        )
+        return StorageInfo(
+            live_bytes=pages * page_size,
+            file_bytes=os.path.getsize(os.path.join(self.path, _DATA_FILE)),
+            map_size=info["map_size"],
+            max_map_size=max(self.max_map_size, info["map_size"]),
+            page_size=page_size,
+            readers_used=info["num_readers"],
+            max_readers=info["max_readers"],
+        )
+
+    def close(self) -> None:
+        if self.forked:
+            return  # the parent's handle: closing it here would clear the parent's reader slots
+        if self.durability == "async" and not self.readonly:
+            self.env.sync(True)
+        self.env.close()
+
+
+_registry: dict[str, _SharedEnv] = {}
+_registry_lock = threading.Lock()
+
+
+def _mark_forked() -> None:
+    global _registry_lock
+    _registry_lock = threading.Lock()  # another thread may have held it at fork()
+    for shared in _registry.values():
+        shared.forked = True
+
+
+os.register_at_fork(after_in_child=_mark_forked)
+
+
+def _check_location(path: str, readonly: bool) -> None:
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise StoreError(
+            f"{path} is not a directory",
+            path=path,
+            hint="a store is a directory holding data.mdb and lock.mdb",
+        )
+    if readonly and not os.path.isfile(os.path.join(path, _DATA_FILE)):
+        raise StoreNotFoundError(f"no store at {path}", path=path)
+
+
+def _acquire(
+    path: str, *, durability: str, readonly: bool, map_size: int, max_map_size: int
+) -> _SharedEnv:
+    with _registry_lock:
+        shared = _registry.get(path)
+        if shared is not None:
+            if shared.forked:
+                raise ForkedStoreError(
+                    f"store {path} was opened by the parent process before fork() and cannot "
+                    f"be opened again in the child",
+                    path=path,
+                )
+            if shared.durability != durability:
+                raise StoreInUseError(
+                    f"store {path} is already open in this process with durability "
+                    f"{shared.durability!r}, not {durability!r}",
+                    path=path,
+                )
+            if shared.readonly and not readonly:
+                raise StoreInUseError(
+                    f"store {path} is already open read-only in this process",
+                    path=path,
+                    hint="close the read-only store first, or open the writable one first",
+                )
+        else:
+            _check_location(path, readonly)
+            with translated_errors(path):
+                shared = _SharedEnv(
+                    path,
+                    durability=durability,
+                    readonly=readonly,
+                    map_size=map_size,
+                    max_map_size=max_map_size,
+                )
+            _registry[path] = shared
+        shared.users += 1
+        return shared
+
+
+def _release(shared: _SharedEnv) -> None:
+    with _registry_lock:
+        shared.users -= 1
+        if shared.users > 0:
+            return
+        if _registry.get(shared.path) is shared:
+            del _registry[shared.path]
+        with translated_errors(shared.path):
+            shared.close()
+
+
+class LmdbBackend:
+    """The ``kv.Backend`` interface over an LMDB environment directory."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        durability: str = "sync",
+        readonly: bool = False,
+        map_size: int = DEFAULT_MAP_SIZE,
+        max_map_size: int = DEFAULT_MAX_MAP_SIZE,
+    ) -> None:
+        self.location = os.path.realpath(Path(path))
+        self.readonly = readonly
+        self._closed = False
+        self._shared = _acquire(
+            self.location,
+            durability=durability,
+            readonly=readonly,
+            map_size=map_size,
+            max_map_size=max_map_size,
+        )
+
+    def _usable(self) -> _SharedEnv:
+        if self._closed:
+            raise StoreClosedError(f"store {self.location} is closed", path=self.location)
+        if self._shared.forked:
+            raise ForkedStoreError(
+                f"store {self.location} was opened before fork() and used in the child",
+                path=self.location,
+            )
+        return self._shared
+
+    def read(self, fn: Callable[[ReadTxn], T]) -> T:
+        """Run ``fn`` in a read transaction, retrying after a map resize."""
+        shared = self._usable()
+        with translated_errors(self.location):
+            return shared.run_read(fn)
+
+    def write(self, fn: Callable[[WriteTxn], T]) -> T:
+        """Run ``fn`` in a write transaction and commit, growing the map when it is full."""
+        shared = self._usable()
+        if self.readonly:
+            raise ReadOnlyStoreError(f"store {self.location} is open read-only", path=self.location)
+        with translated_errors(self.location):
+            return shared.run_write(fn)
+
+    def storage_info(self) -> StorageInfo:
+        """Page and file sizes, map size and reader slots of the environment."""
+        shared = self._usable()
+        with translated_errors(self.location):
+            return shared.storage_info()
+
+    def close(self) -> None:
+        """Stop using the environment; the last user in this process closes it."""
+        if self._closed:
+            return
+        self._closed = True
+        _release(self._shared)

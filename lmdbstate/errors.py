@@ -1,0 +1,226 @@
+"""The exceptions lmdbstate raises.
+
+Every error the library raises is an ``LmdbStateError``; lmdb's own exceptions never escape
+(``env.py`` translates them in one place). Each error carries a ``hint`` saying what to do.
+
+```
+LmdbStateError
+├── InvalidInputError (ValueError)        the caller passed something the store cannot take
+│   ├── InvalidWorkflowIdError
+│   ├── InvalidSeqError
+│   ├── InvalidStatusError
+│   ├── CodecError                        a state value msgpack cannot carry
+│   └── ConfigError                       a bad option or setting
+├── NotFoundError (LookupError)
+│   ├── WorkflowNotFoundError
+│   └── CheckpointNotFoundError
+├── SequenceConflictError                 expect_seq did not match the head
+├── IntegrityError                        a stored record failed its digest or header check
+└── StoreError                            the store as a whole cannot do what was asked
+    ├── StoreNotFoundError
+    ├── StoreCorruptedError
+    ├── UnsupportedFormatError
+    ├── StoreFullError
+    ├── StoreDiskFullError
+    ├── ReadOnlyStoreError
+    ├── StoreClosedError
+    ├── ForkedStoreError
+    └── StoreInUseError
+```
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class LmdbStateError(Exception):
+    """Base of every error lmdbstate raises."""
+
+    hint: str = ""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if hint is not None:
+            self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidInputError(LmdbStateError, ValueError):
+    """An argument the store cannot accept; nothing was written."""
+
+    hint = "check the argument against the API documentation"
+
+
+class InvalidWorkflowIdError(InvalidInputError):
+    """A workflow id that is not a non-empty str of at most 500 UTF-8 bytes without NUL."""
+
+    hint = "use a non-empty str of at most 500 UTF-8 bytes that contains no NUL character"
+
+    def __init__(self, workflow_id: object, reason: str) -> None:
+        super().__init__(f"invalid workflow id {_short_repr(workflow_id)}: {reason}")
+        self.workflow_id = workflow_id
+        self.reason = reason
+
+
+class InvalidSeqError(InvalidInputError):
+    """A sequence number that is not a positive int."""
+
+    hint = "sequence numbers are ints starting at 1"
+
+    def __init__(self, seq: object) -> None:
+        super().__init__(f"invalid sequence number {_short_repr(seq)}: expected an int >= 1")
+        self.seq = seq
+
+
+class InvalidStatusError(InvalidInputError):
+    """A workflow status outside the known set."""
+
+    def __init__(self, status: object, allowed: tuple[str, ...]) -> None:
+        super().__init__(
+            f"invalid workflow status {_short_repr(status)}",
+            hint=f"use one of: {', '.join(allowed)}",
+        )
+        self.status = status
+
+
+class CodecError(InvalidInputError):
+    """A value inside a state that the codec cannot encode (or stored bytes it cannot decode)."""
+
+    hint = (
+        "states may hold dict, list, tuple, set, frozenset, str, bytes, int, float, bool, None, "
+        "datetime, date, UUID and Decimal; convert other objects before saving"
+    )
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"cannot encode {path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class ConfigError(InvalidInputError):
+    """An option or setting with a wrong value or type."""
+
+    hint = "see docs/guide.md for the accepted options"
+
+
+class NotFoundError(LmdbStateError, LookupError):
+    """Something asked for by name is not in the store."""
+
+
+class WorkflowNotFoundError(NotFoundError):
+    """No workflow with this id exists in the store."""
+
+    hint = "run `lmdbstate list` to see the workflows the store holds"
+
+    def __init__(self, workflow_id: str) -> None:
+        super().__init__(f"workflow {workflow_id!r} not found")
+        self.workflow_id = workflow_id
+
+
+class CheckpointNotFoundError(NotFoundError):
+    """The workflow exists but holds no checkpoint with this seq."""
+
+    hint = "run `lmdbstate history WF` to see the checkpoints of a workflow"
+
+    def __init__(self, workflow_id: str, seq: int) -> None:
+        super().__init__(f"checkpoint {seq} of workflow {workflow_id!r} not found")
+        self.workflow_id = workflow_id
+        self.seq = seq
+
+
+class SequenceConflictError(LmdbStateError):
+    """``expect_seq`` did not match the workflow's head: another writer got there first."""
+
+    hint = "reload the latest checkpoint and decide again; another writer advanced this workflow"
+
+    def __init__(self, workflow_id: str, expected: int, actual: int) -> None:
+        super().__init__(f"workflow {workflow_id!r}: expected head seq {expected}, found {actual}")
+        self.workflow_id = workflow_id
+        self.expected = expected
+        self.actual = actual
+
+
+class IntegrityError(LmdbStateError):
+    """A stored record is damaged: its header or digest does not check out."""
+
+    hint = "run `lmdbstate verify` to list every damaged record"
+
+    def __init__(self, workflow_id: str, seq: int, reason: str) -> None:
+        super().__init__(f"checkpoint {seq} of workflow {workflow_id!r} is damaged: {reason}")
+        self.workflow_id = workflow_id
+        self.seq = seq
+        self.reason = reason
+
+
+class StoreError(LmdbStateError):
+    """The store as a whole cannot do what was asked."""
+
+    def __init__(self, message: str, *, path: Path | str | None = None, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.path = None if path is None else Path(path)
+
+
+class StoreNotFoundError(StoreError):
+    """There is no store at the given path."""
+
+    hint = "check the path, or open the store writable once to create it"
+
+
+class StoreCorruptedError(StoreError):
+    """The store's files cannot be read as an lmdbstate store."""
+
+    hint = "run `lmdbstate recover SRC DEST` to salvage every intact checkpoint"
+
+
+class UnsupportedFormatError(StoreError):
+    """The store, or a record in it, was written in a format this version cannot read."""
+
+    hint = "upgrade lmdbstate to a version that knows this format"
+
+
+class StoreFullError(StoreError):
+    """The store reached its maximum map size; nothing of the failed write was kept."""
+
+    hint = "raise max_map_size, or delete old checkpoints (`lmdbstate gc`)"
+
+
+class StoreDiskFullError(StoreError):
+    """The filesystem holding the store ran out of space; nothing of the failed write was kept."""
+
+    hint = "free disk space; the store keeps working once there is room"
+
+
+class ReadOnlyStoreError(StoreError):
+    """A write was attempted on a store opened read-only."""
+
+    hint = "open the store with readonly=False to write"
+
+
+class StoreClosedError(StoreError):
+    """The store was used after ``close()``."""
+
+    hint = "open a new CheckpointStore"
+
+
+class ForkedStoreError(StoreError):
+    """The store was opened before ``fork()`` and used, or reopened, in the child."""
+
+    hint = (
+        "open stores after forking, or start worker processes with the 'spawn' or "
+        "'forkserver' start method"
+    )
+
+
+class StoreInUseError(StoreError):
+    """The store is already open in this process with options that cannot be shared."""
+
+    hint = "open the store once per process with the same options, and share that object"
+
+
+def _short_repr(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,107 @@
+"""Frozen dataclasses the API returns."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Status = Literal["running", "completed", "failed", "cancelled"]
+STATUSES: tuple[Status, ...] = ("running", "completed", "failed", "cancelled")
+Durability = Literal["sync", "async"]
+
+
+def _utc(ns: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ns / 1e9, tz=dt.UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointInfo:
+    """A checkpoint without its state."""
+
+    workflow_id: str
+    seq: int
+    step: str | int | None
+    schema: int
+    created_ns: int
+    size: int
+    """Bytes of the stored record: header and body."""
+    digest: int
+
+    @property
+    def created_at(self) -> dt.datetime:
+        """``created_ns`` as an aware UTC datetime."""
+        return _utc(self.created_ns)
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """A checkpoint with its decoded state, as ``latest`` and ``get`` return it."""
+
+    workflow_id: str
+    seq: int
+    state: Any
+    step: str | int | None
+    schema: int
+    meta: Mapping[str, Any]
+    created_ns: int
+    size: int
+    digest: int
+
+    @property
+    def created_at(self) -> dt.datetime:
+        """``created_ns`` as an aware UTC datetime."""
+        return _utc(self.created_ns)
+
+    @property
+    def info(self) -> CheckpointInfo:
+        """The same checkpoint without its state."""
+        return CheckpointInfo(
+            self.workflow_id, self.seq, self.step, self.schema, self.created_ns, self.size,
+            self.digest,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowInfo:
+    """One workflow as the ``wf`` index records it."""
+
+    workflow_id: str
+    status: Status
+    created_ns: int
+    updated_ns: int
+    head_seq: int
+    """Seq of the newest checkpoint present; 0 when none is."""
+    last_seq: int
+    """The highest seq ever assigned; the next put gets ``last_seq + 1``."""
+    checkpoints: int
+    bytes: int
+    """Bytes of all the workflow's stored records."""
+    schema: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    """Counts and sizes of a store, as ``stats()`` returns them."""
+
+    path: str
+    durability: Durability
+    format_version: int
+    workflows: int
+    workflows_by_status: Mapping[str, int]
+    checkpoints: int
+    record_bytes: int
+    """Bytes of every stored record (headers and bodies)."""
+    live_bytes: int
+    """Bytes of the pages holding data; LMDB reuses the rest of the file."""
+    file_bytes: int
+    map_size: int
+    max_map_size: int
+    page_size: int
+    readers_used: int
+    max_readers: int
+    oldest_ns: int | None
+    newest_ns: int | None
+    largest: tuple[WorkflowInfo, ...]
+    """The workflows holding the most bytes, largest first."""

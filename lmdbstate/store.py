@@ -1,0 +1,702 @@
+"""CheckpointStore: put / get / latest / history / workflows / delete / batch.
+
+Everything here speaks to storage through the ``kv`` interface. Three tables change together in
+every write transaction (DESIGN section 3): ``ckpt`` holds the records, ``wf`` one entry per
+workflow (status, head seq, counts), and ``age`` an empty value per checkpoint keyed by creation
+time, so that they can never disagree after a crash.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from functools import partial
+from itertools import islice
+from types import TracebackType
+from typing import Any
+
+from . import codec, records
+from .env import DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE, DURABILITIES, MIN_MAP_SIZE, LmdbBackend
+from .errors import (
+    CheckpointNotFoundError,
+    CodecError,
+    ConfigError,
+    IntegrityError,
+    InvalidInputError,
+    InvalidStatusError,
+    SequenceConflictError,
+    StoreCorruptedError,
+    UnsupportedFormatError,
+    WorkflowNotFoundError,
+)
+from .keys import (
+    age_key,
+    checkpoint_key,
+    encode_workflow_id,
+    seq_of,
+    split_age_key,
+    split_checkpoint_key,
+    validate_seq,
+    workflow_bounds,
+)
+from .kv import AGE, CKPT, META, WF, ReadTxn, WriteTxn
+from .models import (
+    STATUSES,
+    Checkpoint,
+    CheckpointInfo,
+    Durability,
+    Status,
+    StoreStats,
+    WorkflowInfo,
+)
+
+STORE_FORMAT = 1
+"""The store format this version writes and reads (the ``format`` entry of ``meta``)."""
+
+DEFAULT_PATH = ".lmdbstate"
+_CHUNK = 256  # items read per read transaction by the iterators: short transactions
+_LARGEST = 5
+_BODY_FIELDS = ("step", "schema", "meta", "state")
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def _check_step(step: object) -> None:
+    if step is not None and type(step) not in (str, int):
+        raise InvalidInputError(f"invalid step {step!r}: expected a str, an int or None")
+
+
+def _check_schema(schema: object) -> None:
+    if type(schema) is not int or schema < 1:
+        raise InvalidInputError(f"invalid schema {schema!r}: expected an int >= 1")
+
+
+def _check_limit(limit: object) -> None:
+    if limit is not None and (type(limit) is not int or limit < 0):
+        raise InvalidInputError(f"invalid limit {limit!r}: expected an int >= 0 or None")
+
+
+def _workflow_id_of(workflow_key: bytes) -> str:
+    return workflow_key.decode("utf-8", "replace")
+
+
+# -- the wf index -----------------------------------------------------------------------------
+
+_ENTRY_INTS = ("created_ns", "updated_ns", "head_seq", "last_seq", "count", "bytes", "schema")
+
+
+def _new_entry(now_ns: int) -> dict[str, Any]:
+    return {
+        "status": "running",
+        "created_ns": now_ns,
+        "updated_ns": now_ns,
+        "head_seq": 0,
+        "last_seq": 0,
+        "count": 0,
+        "bytes": 0,
+        "schema": 1,
+    }
+
+
+def _decode_entry(workflow_key: bytes, raw: bytes) -> dict[str, Any]:
+    """Decode a ``wf`` entry, keeping fields this version does not know."""
+    try:
+        entry = codec.decode(raw)
+    except CodecError:
+        entry = None
+    if (
+        type(entry) is not dict
+        or entry.get("status") not in STATUSES
+        or any(type(entry.get(name)) is not int for name in _ENTRY_INTS)
+    ):
+        raise StoreCorruptedError(
+            f"the index entry of workflow {_workflow_id_of(workflow_key)!r} is damaged",
+            hint="run `lmdbstate verify` to see what else is damaged",
+        )
+    return entry
+
+
+def _workflow_info(workflow_key: bytes, entry: dict[str, Any]) -> WorkflowInfo:
+    return WorkflowInfo(
+        workflow_id=_workflow_id_of(workflow_key),
+        status=entry["status"],
+        created_ns=entry["created_ns"],
+        updated_ns=entry["updated_ns"],
+        head_seq=entry["head_seq"],
+        last_seq=entry["last_seq"],
+        checkpoints=entry["count"],
+        bytes=entry["bytes"],
+        schema=entry["schema"],
+    )
+
+
+def _required_entry(txn: ReadTxn, workflow_key: bytes) -> dict[str, Any]:
+    raw = txn.get(WF, workflow_key)
+    if raw is None:
+        raise WorkflowNotFoundError(_workflow_id_of(workflow_key))
+    return _decode_entry(workflow_key, raw)
+
+
+# -- reading records --------------------------------------------------------------------------
+
+
+def _decoded_body(
+    key: bytes, body: memoryview, decode: Callable[[memoryview], dict[str, Any]]
+) -> dict[str, Any]:
+    try:
+        return decode(body)
+    except CodecError as exc:
+        workflow_key, seq = split_checkpoint_key(key)
+        raise IntegrityError(_workflow_id_of(workflow_key), seq, exc.reason) from exc
+
+
+def _checkpoint(workflow_id: str, key: bytes, record: bytes) -> Checkpoint:
+    header, body = records.check(key, record)
+    fields = _decoded_body(key, body, records.decode_body)
+    if any(name not in fields for name in _BODY_FIELDS):
+        raise IntegrityError(workflow_id, seq_of(key), "body lacks a required field")
+    return Checkpoint(
+        workflow_id=workflow_id,
+        seq=seq_of(key),
+        state=fields["state"],
+        step=fields["step"],
+        schema=fields["schema"],
+        meta=fields["meta"],
+        created_ns=header.created_ns,
+        size=len(record),
+        digest=header.digest,
+    )
+
+
+def _checkpoint_info(workflow_id: str, key: bytes, record: bytes) -> CheckpointInfo:
+    header, body = records.check(key, record)
+    fields = _decoded_body(key, body, records.decode_body_without_state)
+    return CheckpointInfo(
+        workflow_id=workflow_id,
+        seq=seq_of(key),
+        step=fields.get("step"),
+        schema=fields.get("schema", 1),
+        created_ns=header.created_ns,
+        size=len(record),
+        digest=header.digest,
+    )
+
+
+def _scan_chunk(
+    table: str, low: bytes, high: bytes | None, reverse: bool, size: int, txn: ReadTxn
+) -> list[tuple[bytes, bytes]]:
+    return list(islice(txn.scan(table, low, high, reverse=reverse), size))
+
+
+def _created_ns(record: bytes) -> int | None:
+    """The creation time in a record's header; None when the record is too short to hold one."""
+    if len(record) < records.HEADER_SIZE:
+        return None
+    created_ns: int = records.HEADER.unpack_from(record)[4]
+    return created_ns
+
+
+def _delete_record(txn: WriteTxn, key: bytes, created_ns: int | None) -> None:
+    txn.delete(CKPT, key)
+    if created_ns is not None:
+        txn.delete(AGE, age_key(created_ns, key))
+
+
+# -- writing ----------------------------------------------------------------------------------
+
+
+class _PendingPut:
+    """A validated, encoded put waiting for its write transaction."""
+
+    __slots__ = (
+        "body",
+        "created_ns",
+        "expect_seq",
+        "schema",
+        "step",
+        "workflow_id",
+        "workflow_key",
+    )
+
+    def __init__(
+        self,
+        workflow_id: str,
+        state: object,
+        step: str | int | None,
+        schema: int,
+        meta: dict[str, Any] | None,
+        expect_seq: int | None,
+    ) -> None:
+        self.workflow_key = encode_workflow_id(workflow_id)
+        _check_step(step)
+        _check_schema(schema)
+        if meta is not None and type(meta) is not dict:
+            raise InvalidInputError(f"invalid meta of type {type(meta).__name__}: expected a dict")
+        if expect_seq is not None and expect_seq != 0:
+            validate_seq(expect_seq)
+        self.workflow_id = workflow_id
+        self.step = step
+        self.schema = schema
+        self.expect_seq = expect_seq
+        self.body = records.encode_body(state, step, schema, {} if meta is None else meta)
+        self.created_ns = time.time_ns()
+
+    def apply(self, txn: WriteTxn) -> CheckpointInfo:
+        """Write the checkpoint and update its workflow's index entries, all in ``txn``."""
+        raw = txn.get(WF, self.workflow_key)
+        if raw is None:
+            entry = _new_entry(self.created_ns)
+        else:
+            entry = _decode_entry(self.workflow_key, raw)
+        if self.expect_seq is not None and entry["head_seq"] != self.expect_seq:
+            raise SequenceConflictError(self.workflow_id, self.expect_seq, entry["head_seq"])
+        seq = entry["last_seq"] + 1
+        key = checkpoint_key(self.workflow_key, seq)
+        record = records.build(key, self.body, self.created_ns)
+        txn.put(CKPT, key, record)
+        txn.put(AGE, age_key(self.created_ns, key), b"")
+        entry["head_seq"] = entry["last_seq"] = seq
+        entry["count"] += 1
+        entry["bytes"] += len(record)
+        entry["updated_ns"] = self.created_ns
+        entry["schema"] = self.schema
+        txn.put(WF, self.workflow_key, codec.encode(entry))
+        return CheckpointInfo(
+            self.workflow_id, seq, self.step, self.schema, self.created_ns, len(record),
+            int.from_bytes(record[4:12], "little"),
+        )  # fmt: skip
+
+
+class Batch:
+    """Many puts committed in one write transaction, all or nothing.
+
+    Use it as ``with store.batch() as batch: batch.put(...)``. Each ``put`` is validated and
+    encoded at once (a bad state raises there); the checkpoints are written together when the
+    block ends without an exception, and ``checkpoints`` then holds what was written, in order.
+    """
+
+    def __init__(self, store: CheckpointStore) -> None:
+        self._store = store
+        self._pending: list[_PendingPut] = []
+        self.checkpoints: tuple[CheckpointInfo, ...] = ()
+
+    def put(
+        self,
+        workflow_id: str,
+        state: object,
+        *,
+        step: str | int | None = None,
+        schema: int = 1,
+        meta: dict[str, Any] | None = None,
+        expect_seq: int | None = None,
+    ) -> None:
+        """Queue a checkpoint; the arguments are those of :meth:`CheckpointStore.put`.
+
+        Raises:
+            InvalidInputError: a bad argument or an unencodable state; nothing is queued.
+        """
+        self._pending.append(_PendingPut(workflow_id, state, step, schema, meta, expect_seq))
+
+    def _apply(self, txn: WriteTxn) -> tuple[CheckpointInfo, ...]:
+        return tuple(pending.apply(txn) for pending in self._pending)
+
+    def __enter__(self) -> Batch:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc_type is None and self._pending:
+            self.checkpoints = self._store._backend.write(self._apply)
+        self._pending.clear()
+
+
+class CheckpointStore:
+    """Checkpoints keyed by (workflow id, seq) in one LMDB environment.
+
+    Args:
+        path: the store's directory; created on first writable open.
+        durability: ``"sync"`` (every commit flushed to disk before ``put`` returns) or
+            ``"async"`` (no flush: survives a process crash, may lose the newest commits on
+            power loss).
+        map_size: the initial LMDB map size in bytes (address space, not disk).
+        max_map_size: the map grows by doubling up to this; beyond it writes fail with
+            ``StoreFullError``.
+        readonly: open for reading only; writes raise ``ReadOnlyStoreError``.
+
+    Raises:
+        ConfigError: a bad option.
+        StoreNotFoundError: ``readonly`` and no store at ``path``.
+        StoreCorruptedError: the files are not a readable lmdbstate store.
+        UnsupportedFormatError: the store was written by a newer format.
+        ForkedStoreError: this process was forked from one that had the store open.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] = DEFAULT_PATH,
+        *,
+        durability: Durability = "sync",
+        map_size: int = DEFAULT_MAP_SIZE,
+        max_map_size: int = DEFAULT_MAX_MAP_SIZE,
+        readonly: bool = False,
+    ) -> None:
+        if durability not in DURABILITIES:
+            raise ConfigError(
+                f"durability must be one of {', '.join(DURABILITIES)}, not {durability!r}"
+            )
+        for name, value in (("map_size", map_size), ("max_map_size", max_map_size)):
+            if type(value) is not int or value < MIN_MAP_SIZE:
+                raise ConfigError(
+                    f"{name} must be an int of at least {MIN_MAP_SIZE} bytes, not {value!r}"
+                )
+        if max_map_size < map_size:
+            raise ConfigError(
+                f"max_map_size ({max_map_size}) is smaller than map_size ({map_size})"
+            )
+        self._durability: Durability = durability
+        self._backend = LmdbBackend(
+            path,
+            durability=durability,
+            readonly=readonly,
+            map_size=map_size,
+            max_map_size=max_map_size,
+        )
+        try:
+            self._format = self._open_format()
+        except BaseException:
+            self._backend.close()
+            raise
+
+    def _open_format(self) -> int:
+        found = self._backend.read(_read_format)
+        if found is None and not self._backend.readonly:
+            found = self._backend.write(_initialise_meta)
+        if found is None:
+            # Read-only open of a store whose creator died before writing ``meta``.
+            if self._backend.read(lambda txn: txn.count(CKPT)):
+                raise StoreCorruptedError(f"store {self.path} has records but no format entry")
+            return STORE_FORMAT
+        if found != STORE_FORMAT:
+            raise UnsupportedFormatError(
+                f"store {self.path} has format {found}; this version reads format {STORE_FORMAT}",
+                path=self.path,
+            )
+        return found
+
+    # -- properties and lifecycle -------------------------------------------------------------
+
+    @property
+    def path(self) -> str:
+        """The store's directory, resolved."""
+        return self._backend.location
+
+    @property
+    def durability(self) -> Durability:
+        """The durability mode the store was opened with."""
+        return self._durability
+
+    @property
+    def readonly(self) -> bool:
+        """True when the store was opened read-only."""
+        return self._backend.readonly
+
+    def close(self) -> None:
+        """Close the store; later calls raise ``StoreClosedError``. Idempotent."""
+        self._backend.close()
+
+    def __enter__(self) -> CheckpointStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        mode = "readonly" if self.readonly else self._durability
+        return f"CheckpointStore({self.path!r}, {mode})"
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def put(
+        self,
+        workflow_id: str,
+        state: object,
+        *,
+        step: str | int | None = None,
+        schema: int = 1,
+        meta: dict[str, Any] | None = None,
+        expect_seq: int | None = None,
+    ) -> CheckpointInfo:
+        """Save a checkpoint of ``state`` as the workflow's next seq.
+
+        Args:
+            workflow_id: the workflow; created on its first put with status ``running``.
+            state: the state to save (see ``codec`` for the types it may hold).
+            step: the step that produced the state.
+            schema: the version of the caller's state schema.
+            meta: user metadata, stored beside the state.
+            expect_seq: when given, the put succeeds only if the workflow's head seq is exactly
+                this (0: the workflow has no checkpoint); a compare-and-swap between writers.
+
+        Returns:
+            The checkpoint written, with its assigned seq.
+
+        Raises:
+            InvalidWorkflowIdError: a bad workflow id.
+            CodecError: ``state`` or ``meta`` holds something the codec cannot carry.
+            InvalidInputError: a bad ``step``, ``schema`` or ``expect_seq``.
+            SequenceConflictError: ``expect_seq`` did not match the head.
+            ReadOnlyStoreError: the store is read-only.
+            StoreFullError: the map reached ``max_map_size``; nothing was written.
+        """
+        pending = _PendingPut(workflow_id, state, step, schema, meta, expect_seq)
+        return self._backend.write(pending.apply)
+
+    def batch(self) -> Batch:
+        """A context manager whose puts commit in one write transaction, all or nothing."""
+        return Batch(self)
+
+    def set_status(self, workflow_id: str, status: Status) -> WorkflowInfo:
+        """Set a workflow's status (running, completed, failed or cancelled).
+
+        Raises:
+            InvalidStatusError: an unknown status.
+            WorkflowNotFoundError: no such workflow.
+        """
+        workflow_key = encode_workflow_id(workflow_id)
+        if status not in STATUSES:
+            raise InvalidStatusError(status, STATUSES)
+
+        def apply(txn: WriteTxn) -> WorkflowInfo:
+            entry = _required_entry(txn, workflow_key)
+            entry["status"] = status
+            entry["updated_ns"] = time.time_ns()
+            txn.put(WF, workflow_key, codec.encode(entry))
+            return _workflow_info(workflow_key, entry)
+
+        return self._backend.write(apply)
+
+    def delete(self, workflow_id: str, *, seq: int | None = None) -> int:
+        """Delete a whole workflow, or one checkpoint of it; returns how many were deleted.
+
+        Deleting one checkpoint never makes its seq available again.
+
+        Raises:
+            WorkflowNotFoundError: no such workflow.
+            CheckpointNotFoundError: ``seq`` given and not present.
+        """
+        workflow_key = encode_workflow_id(workflow_id)
+        if seq is None:
+            return self._backend.write(partial(_delete_workflow, workflow_key))
+        validate_seq(seq)
+        return self._backend.write(partial(_delete_checkpoint, workflow_key, seq))
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def latest(self, workflow_id: str) -> Checkpoint | None:
+        """The workflow's newest checkpoint, or None when it has none.
+
+        Raises:
+            IntegrityError: the newest checkpoint is damaged.
+        """
+        workflow_key = encode_workflow_id(workflow_id)
+        low, high = workflow_bounds(workflow_key)
+
+        def read(txn: ReadTxn) -> Checkpoint | None:
+            item = txn.last(CKPT, low, high)
+            return None if item is None else _checkpoint(workflow_id, *item)
+
+        return self._backend.read(read)
+
+    def get(self, workflow_id: str, seq: int) -> Checkpoint:
+        """Checkpoint ``seq`` of the workflow.
+
+        Raises:
+            WorkflowNotFoundError: no such workflow.
+            CheckpointNotFoundError: the workflow has no checkpoint ``seq``.
+            IntegrityError: the checkpoint is damaged.
+        """
+        workflow_key = encode_workflow_id(workflow_id)
+        key = checkpoint_key(workflow_key, validate_seq(seq))
+
+        def read(txn: ReadTxn) -> Checkpoint:
+            record = txn.get(CKPT, key)
+            if record is None:
+                _required_entry(txn, workflow_key)
+                raise CheckpointNotFoundError(workflow_id, seq)
+            return _checkpoint(workflow_id, key, record)
+
+        return self._backend.read(read)
+
+    def workflow(self, workflow_id: str) -> WorkflowInfo:
+        """The index entry of one workflow.
+
+        Raises:
+            WorkflowNotFoundError: no such workflow.
+        """
+        workflow_key = encode_workflow_id(workflow_id)
+        entry = self._backend.read(lambda txn: _required_entry(txn, workflow_key))
+        return _workflow_info(workflow_key, entry)
+
+    def history(
+        self, workflow_id: str, *, reverse: bool = False, limit: int | None = None
+    ) -> Iterator[CheckpointInfo]:
+        """The workflow's checkpoints in seq order (newest first with ``reverse``), without state.
+
+        Records are read in chunks, each in its own short read transaction, so a slow loop over
+        the result never holds a transaction open.
+
+        Raises:
+            WorkflowNotFoundError: no such workflow (raised by this call, not by the iterator).
+            IntegrityError: (from the iterator) a damaged record.
+        """
+        workflow_key = encode_workflow_id(workflow_id)
+        _check_limit(limit)
+        self._backend.read(lambda txn: _required_entry(txn, workflow_key))
+        return self._history(workflow_id, workflow_key, reverse, limit)
+
+    def _history(
+        self, workflow_id: str, workflow_key: bytes, reverse: bool, limit: int | None
+    ) -> Iterator[CheckpointInfo]:
+        low, high = workflow_bounds(workflow_key)
+        remaining = limit
+        while remaining is None or remaining > 0:
+            size = _CHUNK if remaining is None else min(_CHUNK, remaining)
+            items = self._backend.read(partial(_scan_chunk, CKPT, low, high, reverse, size))
+            for key, record in items:
+                yield _checkpoint_info(workflow_id, key, record)
+            if len(items) < size:
+                return
+            if remaining is not None:
+                remaining -= len(items)
+            if reverse:
+                high = items[-1][0]
+            else:
+                low = items[-1][0] + b"\x00"
+
+    def workflows(self, *, status: Status | None = None) -> Iterator[WorkflowInfo]:
+        """Every workflow in id order, or those with ``status``; read in short chunks.
+
+        Raises:
+            InvalidStatusError: an unknown status (raised by this call).
+        """
+        if status is not None and status not in STATUSES:
+            raise InvalidStatusError(status, STATUSES)
+        return self._workflows(status)
+
+    def _workflows(self, status: Status | None) -> Iterator[WorkflowInfo]:
+        low = b""
+        while True:
+            items = self._backend.read(partial(_scan_chunk, WF, low, None, False, _CHUNK))
+            for workflow_key, raw in items:
+                entry = _decode_entry(workflow_key, raw)
+                if status is None or entry["status"] == status:
+                    yield _workflow_info(workflow_key, entry)
+            if len(items) < _CHUNK:
+                return
+            low = items[-1][0] + b"\x00"
+
+    def stats(self) -> StoreStats:
+        """Counts and sizes: workflows by status, checkpoints, live and file bytes, readers."""
+        by_status: Counter[str] = Counter()
+        record_bytes = 0
+        largest: list[tuple[int, str, WorkflowInfo]] = []
+        for info in self.workflows():
+            by_status[info.status] += 1
+            record_bytes += info.bytes
+            entry = (info.bytes, info.workflow_id, info)
+            if len(largest) < _LARGEST:
+                heapq.heappush(largest, entry)
+            else:
+                heapq.heappushpop(largest, entry)
+        checkpoints, oldest, newest = self._backend.read(_age_bounds)
+        storage = self._backend.storage_info()
+        return StoreStats(
+            path=self.path,
+            durability=self._durability,
+            format_version=self._format,
+            workflows=sum(by_status.values()),
+            workflows_by_status={status: by_status[status] for status in STATUSES},
+            checkpoints=checkpoints,
+            record_bytes=record_bytes,
+            live_bytes=storage.live_bytes,
+            file_bytes=storage.file_bytes,
+            map_size=storage.map_size,
+            max_map_size=storage.max_map_size,
+            page_size=storage.page_size,
+            readers_used=storage.readers_used,
+            max_readers=storage.max_readers,
+            oldest_ns=oldest,
+            newest_ns=newest,
+            largest=tuple(info for _, _, info in sorted(largest, reverse=True)),
+        )
+
+
+def _read_format(txn: ReadTxn) -> int | None:
+    raw = txn.get(META, b"format")
+    return None if raw is None else int(codec.decode(raw))
+
+
+def _initialise_meta(txn: WriteTxn) -> int:
+    found = _read_format(txn)
+    if found is not None:  # another process initialised it first
+        return found
+    for name, value in (
+        (b"format", STORE_FORMAT),
+        (b"created_ns", time.time_ns()),
+        (b"created_by", _version()),
+    ):
+        txn.put(META, name, codec.encode(value))
+    return STORE_FORMAT
+
+
+def _age_bounds(txn: ReadTxn) -> tuple[int, int | None, int | None]:
+    first = next(txn.scan(AGE), None)
+    last = next(txn.scan(AGE, reverse=True), None)
+    oldest = None if first is None else split_age_key(first[0])[0]
+    newest = None if last is None else split_age_key(last[0])[0]
+    return txn.count(CKPT), oldest, newest
+
+
+def _delete_workflow(workflow_key: bytes, txn: WriteTxn) -> int:
+    _required_entry(txn, workflow_key)
+    low, high = workflow_bounds(workflow_key)
+    # Collect keys and creation times first: a cursor must not walk what is being deleted.
+    doomed = [(key, _created_ns(record)) for key, record in txn.scan(CKPT, low, high)]
+    for key, created_ns in doomed:
+        _delete_record(txn, key, created_ns)
+    txn.delete(WF, workflow_key)
+    return len(doomed)
+
+
+def _delete_checkpoint(workflow_key: bytes, seq: int, txn: WriteTxn) -> int:
+    entry = _required_entry(txn, workflow_key)
+    key = checkpoint_key(workflow_key, seq)
+    record = txn.get(CKPT, key)
+    if record is None:
+        raise CheckpointNotFoundError(_workflow_id_of(workflow_key), seq)
+    _delete_record(txn, key, _created_ns(record))
+    entry["count"] -= 1
+    entry["bytes"] -= len(record)
+    entry["updated_ns"] = time.time_ns()
+    if entry["head_seq"] == seq:
+        low, high = workflow_bounds(workflow_key)
+        previous = txn.last(CKPT, low, high)
+        entry["head_seq"] = 0 if previous is None else seq_of(previous[0])
+    txn.put(WF, workflow_key, codec.encode(entry))
+    return 1
