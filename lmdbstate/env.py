@@ -45,6 +45,7 @@ MIN_MAP_SIZE = 64 * 1024
 DURABILITIES = ("sync", "async")
 _MAX_DBS = 8  # the four tables, and room for later ones
 _DATA_FILE = "data.mdb"
+_RESIZE_ATTEMPTS = 100  # opening races other processes' map growth; each retry sees it
 
 
 @contextmanager
@@ -151,26 +152,45 @@ class _SharedEnv:
         # transactions other threads hold: a read that fails after a bump is retried.
         self.generation = 0
         self.write_lock = threading.Lock()
-        self.env = lmdb.open(
-            path,
-            subdir=True,
-            map_size=map_size,
-            max_dbs=_MAX_DBS,
-            readonly=readonly,
-            create=not readonly,
-            sync=durability == "sync",
-            metasync=True,
-            writemap=False,
-            lock=True,
-        )
+        self.env = self._open_env(map_size)
         try:
-            self.dbs = {name: self._open_db(name) for name in TABLES}
+            self.dbs = self._open_dbs()
             cleared = self.env.reader_check()
         except BaseException:
             self.env.close()
             raise
         if cleared:
             log.debug("cleared %d stale reader slots in %s", cleared, path)
+
+    def _open_env(self, map_size: int) -> lmdb.Environment:
+        for _ in range(_RESIZE_ATTEMPTS):
+            try:
+                return lmdb.open(
+                    self.path,
+                    subdir=True,
+                    map_size=map_size,
+                    max_dbs=_MAX_DBS,
+                    readonly=self.readonly,
+                    create=not self.readonly,
+                    sync=self.durability == "sync",
+                    metasync=True,
+                    writemap=False,
+                    lock=True,
+                )
+            except lmdb.MapResizedError:
+                # Another process grew the map between LMDB reading the file's size and
+                # beginning its first transaction: open again, with the new size.
+                continue
+        raise StoreError(f"store {self.path} kept growing while it was being opened")
+
+    def _open_dbs(self) -> dict[str, Any]:
+        for _ in range(_RESIZE_ATTEMPTS):
+            try:
+                return {name: self._open_db(name) for name in TABLES}
+            except lmdb.MapResizedError:
+                # Another process grew the map after this one mapped the file.
+                self._set_map_size(0)
+        raise StoreError(f"store {self.path} kept growing while it was being opened")
 
     def _open_db(self, name: str) -> Any:
         try:

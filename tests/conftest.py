@@ -1,0 +1,32 @@
+"""Shared fixtures: every store lives under tmp_path and is closed after the test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lmdbstate import CheckpointStore
+
+TINY_MAP = 64 * 1024
+"""Small enough that a few puts outgrow it: map growth runs in ordinary tests."""
+
+CONFIGURATIONS = {
+    "sync": {"durability": "sync"},
+    "async": {"durability": "async"},
+    "tiny-map": {"durability": "async", "map_size": TINY_MAP},
+}
+
+
+@pytest.fixture(params=sorted(CONFIGURATIONS))
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CheckpointStore]:
+    """A fresh writable store in each configuration the contract must hold in."""
+    with CheckpointStore(tmp_path / "store", **CONFIGURATIONS[request.param]) as opened:
+        yield opened
+
+
+@pytest.fixture
+def store_path(tmp_path: Path) -> Path:
+    """A path for a store the test opens itself."""
+    return tmp_path / "store"
