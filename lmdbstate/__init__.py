@@ -1,6 +1,6 @@
 """lmdbstate: crash-safe workflow checkpoints in LMDB, with integrity checks on every read."""
 
-from importlib.metadata import PackageNotFoundError, version
+from importlib import metadata as _metadata
 
 from .errors import (
     CheckpointNotFoundError,
@@ -30,8 +30,8 @@ from .models import Checkpoint, CheckpointInfo, StoreStats, WorkflowInfo
 from .store import Batch, CheckpointStore
 
 try:
-    __version__ = version("lmdbstate")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
+    __version__ = _metadata.version("lmdbstate")
+except _metadata.PackageNotFoundError:  # pragma: no cover - a source tree, not installed
     __version__ = "0+unknown"
 
 __all__ = [

@@ -30,7 +30,9 @@ scalars = (
     | st.uuids()
     | st.decimals(allow_nan=False)
 )
-hashables = st.recursive(scalars, lambda inner: st.tuples(inner, inner) | st.frozensets(inner, max_size=4), max_leaves=8)
+hashables = st.recursive(
+    scalars, lambda inner: st.tuples(inner, inner) | st.frozensets(inner, max_size=4), max_leaves=8
+)
 values = st.recursive(
     scalars,
     lambda inner: (
@@ -57,7 +59,9 @@ def same(a: Any, b: Any) -> bool:
     if isinstance(a, list | tuple):
         return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, dt.datetime):
-        return a == b and a.tzinfo == b.tzinfo and a.fold == b.fold and a.utcoffset() == b.utcoffset()
+        return (
+            a == b and a.tzinfo == b.tzinfo and a.fold == b.fold and a.utcoffset() == b.utcoffset()
+        )
     if isinstance(a, float) and math.isnan(a):
         return math.isnan(b)
     return bool(a == b)

@@ -56,18 +56,23 @@ def test_map_grows_from_tiny(store_path: Path) -> None:
         assert store.stats().map_size > TINY_MAP
         assert [i.seq for i in store.history("wf")] == list(range(1, 21))
         latest = store.latest("wf")
-        assert latest is not None and latest.state["n"] == 19
+        assert latest is not None
+        assert latest.state["n"] == 19
 
 
 def test_full_map_raises_and_leaves_nothing_half_written(store_path: Path) -> None:
     cap = 256 * 1024
     with CheckpointStore(store_path, durability="async", map_size=cap, max_map_size=cap) as store:
-        written = 0
-        with pytest.raises(StoreFullError) as caught:
+        acked: list[int] = []
+
+        def fill() -> None:
             for n in range(100):
-                store.put("wf", {"n": n, "pad": "x" * 20_000})
-                written += 1
+                acked.append(store.put("wf", {"n": n, "pad": "x" * 20_000}).seq)
+
+        with pytest.raises(StoreFullError) as caught:
+            fill()
         assert caught.value.hint
+        written = len(acked)
         assert 0 < written < 100
         counts = store._backend.read(lambda txn: (txn.count(CKPT), txn.count(WF), txn.count(AGE)))
         assert counts == (written, 1, written)
@@ -97,7 +102,8 @@ def test_a_store_adopts_growth_by_another_process(store_path: Path) -> None:
         run_writers(store_path, ["theirs"], count=200, size=10_000)
         # This process's map is smaller than the data now: reads and writes adopt the new size.
         latest = store.latest("theirs")
-        assert latest is not None and latest.state["n"] == 199
+        assert latest is not None
+        assert latest.state["n"] == 199
         assert store.put("mine", 2).seq == 2
         assert store.stats().map_size > before
 
@@ -107,7 +113,8 @@ def test_same_path_twice_shares_one_environment(store_path: Path) -> None:
     second = CheckpointStore(store_path)
     first.put("wf", 1)
     latest = second.latest("wf")
-    assert latest is not None and latest.state == 1
+    assert latest is not None
+    assert latest.state == 1
     first.close()
     second.put("wf", 2)  # still open: the environment closes with its last user
     reader = CheckpointStore(store_path, readonly=True)
@@ -120,12 +127,16 @@ def test_same_path_twice_shares_one_environment(store_path: Path) -> None:
 def test_conflicting_options_on_one_path_are_refused(store_path: Path) -> None:
     with CheckpointStore(store_path):
         pass
-    with CheckpointStore(store_path, durability="sync"):
-        with pytest.raises(StoreInUseError, match="durability"):
-            CheckpointStore(store_path, durability="async")
-    with CheckpointStore(store_path, readonly=True):
-        with pytest.raises(StoreInUseError, match="read-only"):
-            CheckpointStore(store_path)
+    with (
+        CheckpointStore(store_path, durability="sync"),
+        pytest.raises(StoreInUseError, match="durability"),
+    ):
+        CheckpointStore(store_path, durability="async")
+    with (
+        CheckpointStore(store_path, readonly=True),
+        pytest.raises(StoreInUseError, match="read-only"),
+    ):
+        CheckpointStore(store_path)
 
 
 def test_store_used_after_fork_raises_in_the_child(store_path: Path) -> None:

@@ -73,7 +73,9 @@ def test_key_order_is_workflow_then_seq_order(pairs: list[tuple[str, int]]) -> N
 
 
 @given(workflow_ids, workflow_ids, seqs)
-def test_no_other_workflow_falls_inside_a_workflows_bounds(first: str, second: str, seq: int) -> None:
+def test_no_other_workflow_falls_inside_a_workflows_bounds(
+    first: str, second: str, seq: int
+) -> None:
     first_raw, second_raw = encode_workflow_id(first), encode_workflow_id(second)
     low, high = workflow_bounds(first_raw)
     inside = low <= checkpoint_key(second_raw, seq) < high
@@ -81,7 +83,9 @@ def test_no_other_workflow_falls_inside_a_workflows_bounds(first: str, second: s
 
 
 @given(st.integers(min_value=0, max_value=(1 << 64) - 1), workflow_ids, seqs)
-def test_age_key_round_trips_and_orders_by_time(created_ns: int, workflow_id: str, seq: int) -> None:
+def test_age_key_round_trips_and_orders_by_time(
+    created_ns: int, workflow_id: str, seq: int
+) -> None:
     key = checkpoint_key(encode_workflow_id(workflow_id), seq)
     assert split_age_key(age_key(created_ns, key)) == (created_ns, key)
     if created_ns:

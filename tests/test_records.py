@@ -20,7 +20,9 @@ KEY = checkpoint_key(b"wf", 7)
 bodies = st.binary(max_size=300)
 states = st.recursive(
     st.none() | st.integers(-1000, 1000) | st.text(max_size=20) | st.binary(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4)
+    ),
     max_leaves=20,
 )
 
@@ -38,7 +40,12 @@ def test_header_is_24_bytes_little_endian() -> None:
 def test_build_then_check_round_trips(body: bytes, created_ns: int) -> None:
     header, checked = check(KEY, build(KEY, body, created_ns))
     assert bytes(checked) == body
-    assert (header.format, header.flags, header.created_ns, header.body_len) == (1, 0, created_ns, len(body))
+    assert (header.format, header.flags, header.created_ns, header.body_len) == (
+        1,
+        0,
+        created_ns,
+        len(body),
+    )
 
 
 @given(bodies, st.data())
@@ -78,7 +85,9 @@ def test_a_whole_record_of_another_format_is_refused() -> None:
     record[2] = 2
     from lmdbstate.records import digest
 
-    record[4:12] = digest(KEY, bytes(record[:4]) + bytes(record[12:24]), b"body").to_bytes(8, "little")
+    record[4:12] = digest(KEY, bytes(record[:4]) + bytes(record[12:24]), b"body").to_bytes(
+        8, "little"
+    )
     with pytest.raises(IntegrityError, match="format 2"):
         check(KEY, bytes(record))
 
@@ -90,8 +99,15 @@ def test_large_bodies_use_the_same_digest() -> None:
     assert HEADER.unpack_from(build(KEY, body, 5))[3] == header.digest
 
 
-@given(states, st.none() | st.text(max_size=10) | st.integers(0, 100), st.integers(1, 9), st.dictionaries(st.text(max_size=5), states, max_size=3))
-def test_body_round_trips(state: object, step: object, schema: int, meta: dict[str, object]) -> None:
+@given(
+    states,
+    st.none() | st.text(max_size=10) | st.integers(0, 100),
+    st.integers(1, 9),
+    st.dictionaries(st.text(max_size=5), states, max_size=3),
+)
+def test_body_round_trips(
+    state: object, step: object, schema: int, meta: dict[str, object]
+) -> None:
     body = encode_body(state, step, schema, meta)
     assert decode_body(body) == {"step": step, "schema": schema, "meta": meta, "state": state}
     assert decode_body_without_state(body) == {"step": step, "schema": schema, "meta": meta}

@@ -72,9 +72,12 @@ def test_workflows_are_independent(store: CheckpointStore) -> None:
     # "a" and "a\x01"-like prefixes must not bleed into each other.
     store.put("ab", 4)
     latest_a, latest_b, latest_ab = store.latest("a"), store.latest("b"), store.latest("ab")
-    assert latest_a is not None and (latest_a.seq, latest_a.state) == (2, 3)
-    assert latest_b is not None and (latest_b.seq, latest_b.state) == (1, 2)
-    assert latest_ab is not None and (latest_ab.seq, latest_ab.state) == (1, 4)
+    assert latest_a is not None
+    assert (latest_a.seq, latest_a.state) == (2, 3)
+    assert latest_b is not None
+    assert (latest_b.seq, latest_b.state) == (1, 2)
+    assert latest_ab is not None
+    assert (latest_ab.seq, latest_ab.state) == (1, 4)
 
 
 def test_latest_of_unknown_workflow_is_none(store: CheckpointStore) -> None:
@@ -167,7 +170,8 @@ def test_delete_one_checkpoint_keeps_seqs_growing(store: CheckpointStore) -> Non
     info = store.workflow("wf")
     assert (info.head_seq, info.last_seq, info.checkpoints) == (2, 3, 2)
     latest = store.latest("wf")
-    assert latest is not None and latest.seq == 2
+    assert latest is not None
+    assert latest.seq == 2
     assert store.put("wf", "next").seq == 4
     store.delete("wf", seq=1)
     assert [i.seq for i in store.history("wf")] == [2, 4]
@@ -205,17 +209,28 @@ def test_batch_is_all_or_nothing(store: CheckpointStore) -> None:
         batch.put("wf", 1, step="a")
         batch.put("wf", 2, step="b", expect_seq=2)
         batch.put("other", 3)
-    assert [(c.workflow_id, c.seq) for c in batch.checkpoints] == [("wf", 2), ("wf", 3), ("other", 1)]
+    assert [(c.workflow_id, c.seq) for c in batch.checkpoints] == [
+        ("wf", 2),
+        ("wf", 3),
+        ("other", 1),
+    ]
 
-    with pytest.raises(RuntimeError), store.batch() as failed:
-        failed.put("wf", 4)
-        raise RuntimeError("the caller gave up")
-    assert failed.checkpoints == ()
+    def give_up() -> None:
+        with store.batch() as failed:
+            failed.put("wf", 4)
+            raise RuntimeError("the caller gave up")
 
-    with pytest.raises(SequenceConflictError), store.batch() as conflicting:
-        conflicting.put("wf", 4)
-        conflicting.put("new", 5)
-        conflicting.put("wf", 6, expect_seq=3)  # the head is 4 by then
+    with pytest.raises(RuntimeError):
+        give_up()
+
+    def conflict() -> None:
+        with store.batch() as conflicting:
+            conflicting.put("wf", 4)
+            conflicting.put("new", 5)
+            conflicting.put("wf", 6, expect_seq=3)  # the head is 4 by then
+
+    with pytest.raises(SequenceConflictError):
+        conflict()
     assert store.workflow("wf").head_seq == 3
     with pytest.raises(WorkflowNotFoundError):
         store.workflow("new")
@@ -254,7 +269,9 @@ def test_empty_batch_writes_nothing(store: CheckpointStore) -> None:
         ({"expect_seq": True}, InvalidSeqError),
     ],
 )
-def test_bad_input_writes_nothing(store: CheckpointStore, kwargs: dict[str, Any], error: type[Exception]) -> None:
+def test_bad_input_writes_nothing(
+    store: CheckpointStore, kwargs: dict[str, Any], error: type[Exception]
+) -> None:
     store.put("wf", "first")
     arguments: dict[str, Any] = {"workflow_id": "wf", "state": {"ok": 1}, **kwargs}
     with pytest.raises(error):
@@ -282,7 +299,8 @@ def test_stats_counts(store: CheckpointStore) -> None:
     assert stats.checkpoints == 4
     assert stats.record_bytes == sum(sizes) + store.workflow("small").bytes
     assert [w.workflow_id for w in stats.largest] == ["big", "small"]
-    assert stats.oldest_ns is not None and stats.newest_ns is not None
+    assert stats.oldest_ns is not None
+    assert stats.newest_ns is not None
     assert stats.oldest_ns <= stats.newest_ns
     assert stats.page_size >= 4096
     assert stats.record_bytes < stats.live_bytes <= stats.file_bytes
@@ -306,7 +324,8 @@ def test_closed_store_refuses_everything(store_path: Path) -> None:
         store.latest("wf")
     with CheckpointStore(store_path, readonly=True) as reopened:
         latest = reopened.latest("wf")
-        assert latest is not None and latest.state == 1
+        assert latest is not None
+        assert latest.state == 1
 
 
 def test_read_only_store_reads_and_refuses_writes(store_path: Path) -> None:
@@ -315,7 +334,8 @@ def test_read_only_store_reads_and_refuses_writes(store_path: Path) -> None:
     with CheckpointStore(store_path, readonly=True) as readonly:
         assert readonly.readonly
         latest = readonly.latest("wf")
-        assert latest is not None and latest.state == {"a": 1}
+        assert latest is not None
+        assert latest.state == {"a": 1}
         assert readonly.stats().checkpoints == 1
         for write in (
             lambda: readonly.put("wf", 2),
