@@ -1,0 +1,74 @@
+"""Bytes flipped inside data.mdb itself: every read of the damaged record says so."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lmdbstate import CheckpointStore, IntegrityError
+
+
+def write_store(path: Path, large: bool) -> dict[int, bytes]:
+    """Three checkpoints of one workflow; returns each record's bytes by seq."""
+    pad = "p" * (20_000 if large else 100)  # 20 KB spills onto overflow pages
+    with CheckpointStore(path) as store:
+        for n in range(3):
+            store.put("wf", {"marker": f"record-{n}", "pad": pad}, step=n)
+        store.put("other", {"fine": True})
+        return {
+            seq: bytes(
+                store._backend.read(
+                    lambda txn, seq=seq: txn.get("ckpt", b"wf\x00" + seq.to_bytes(8, "big"))
+                )
+            )
+            for seq in (1, 2, 3)
+        }
+
+
+def flip(path: Path, needle: bytes, offset: int) -> None:
+    """Flip one bit of the record in every copy of it in the file.
+
+    Copy-on-write leaves stale copies of rewritten pages in the file; the live one is among
+    the copies, and damaging the stale ones changes nothing a reader sees.
+    """
+    data_file = path / "data.mdb"
+    data = bytearray(data_file.read_bytes())
+    position = data.find(needle)
+    assert position >= 0, "record not found in data.mdb"
+    while position >= 0:
+        data[position + offset] ^= 0x10
+        position = data.find(needle, position + 1)
+    data_file.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("large", [False, True], ids=["leaf", "overflow"])
+@pytest.mark.parametrize("offset", [0, 2, 3, 5, 13, 21, 24, 40, -1], ids=lambda o: f"byte{o}")
+def test_a_flipped_byte_in_a_record_fails_its_reads(
+    tmp_path: Path, large: bool, offset: int
+) -> None:
+    path = tmp_path / "store"
+    records = write_store(path, large)
+    flip(path, records[2], offset if offset >= 0 else len(records[2]) + offset)
+    with CheckpointStore(path, readonly=True) as store:
+        with pytest.raises(IntegrityError) as caught:
+            store.get("wf", 2)
+        assert (caught.value.workflow_id, caught.value.seq) == ("wf", 2)
+        with pytest.raises(IntegrityError):
+            list(store.history("wf"))
+        # Everything else reads as written.
+        assert store.get("wf", 1).state["marker"] == "record-0"
+        assert store.get("wf", 3).state["marker"] == "record-2"
+        latest = store.latest("wf")
+        assert latest is not None
+        assert latest.seq == 3
+        assert store.latest("other") is not None
+
+
+def test_a_damaged_newest_record_fails_latest(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    records = write_store(path, large=False)
+    flip(path, records[3], 30)
+    with CheckpointStore(path, readonly=True) as store, pytest.raises(IntegrityError) as caught:
+        store.latest("wf")
+    assert caught.value.seq == 3
