@@ -149,8 +149,10 @@ class _SharedEnv:
         self.users = 0
         self.forked = False
         # Bumped whenever this process changes the map size, which invalidates the read
-        # transactions other threads hold: a read that fails after a bump is retried.
+        # transactions other threads hold: a read that fails during or after a resize that
+        # began after the read did is retried.
         self.generation = 0
+        self.resizing = False
         self.write_lock = threading.Lock()
         self.env = self._open_env(map_size)
         try:
@@ -196,11 +198,11 @@ class _SharedEnv:
         try:
             return self.env.open_db(name.encode("ascii"), create=not self.readonly)
         except lmdb.NotFoundError as exc:
-            raise StoreCorruptedError(
+            raise StoreError(
                 f"{self.path} is an LMDB environment but not an lmdbstate store "
                 f"(no {name!r} database)",
                 path=self.path,
-                hint="check the path; `lmdbstate recover` salvages records from a damaged store",
+                hint="check the path: this is some other program's LMDB environment",
             ) from exc
 
     def run_read(self, fn: Callable[[ReadTxn], T]) -> T:
@@ -217,9 +219,13 @@ class _SharedEnv:
                     raise
                 cleared_readers = True
             except lmdb.Error:
-                if generation == self.generation:
+                if generation == self.generation and not self.resizing:
                     raise
-                # Another thread resized the map under this transaction: read again.
+                # Another thread resized the map under this read: py-lmdb invalidates open
+                # transactions and fails those begun while the resize runs. Wait for the
+                # resize (it runs under the write lock), then read again.
+                with self.write_lock:
+                    pass
 
     def run_write(self, fn: Callable[[WriteTxn], T]) -> T:
         with self.write_lock:
@@ -257,8 +263,12 @@ class _SharedEnv:
         self._set_map_size(min(current * 2, self.max_map_size))
 
     def _set_map_size(self, size: int) -> None:
-        self.env.set_mapsize(size)
-        self.generation += 1
+        self.resizing = True
+        try:
+            self.env.set_mapsize(size)
+        finally:
+            self.generation += 1
+            self.resizing = False
         log.debug("map size of %s is now %d bytes", self.path, self.env.info()["map_size"])
 
     def storage_info(self) -> StorageInfo:

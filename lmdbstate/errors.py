@@ -147,7 +147,7 @@ class SequenceConflictError(LmdbStateError):
 class IntegrityError(LmdbStateError):
     """A stored record is damaged: its header or digest does not check out."""
 
-    hint = "run `lmdbstate verify` to list every damaged record"
+    hint = "other checkpoints are unaffected: `lmdbstate history WF` lists them, `--seq` reads one"
 
     def __init__(self, workflow_id: str, seq: int, reason: str) -> None:
         super().__init__(f"checkpoint {seq} of workflow {workflow_id!r} is damaged: {reason}")
@@ -159,6 +159,8 @@ class IntegrityError(LmdbStateError):
 class StoreError(LmdbStateError):
     """The store as a whole cannot do what was asked."""
 
+    hint = "check the store's path, its permissions and the free disk space"
+
     def __init__(self, message: str, *, path: Path | str | None = None, hint: str | None = None):
         super().__init__(message, hint=hint)
         self.path = None if path is None else Path(path)
@@ -167,13 +169,13 @@ class StoreError(LmdbStateError):
 class StoreNotFoundError(StoreError):
     """There is no store at the given path."""
 
-    hint = "check the path, or open the store writable once to create it"
+    hint = "check the path (the CLI takes --store or LMDBSTATE_PATH); a writable open creates one"
 
 
 class StoreCorruptedError(StoreError):
     """The store's files cannot be read as an lmdbstate store."""
 
-    hint = "run `lmdbstate recover SRC DEST` to salvage every intact checkpoint"
+    hint = "keep a copy of the store directory as it is, and open a backup if you have one"
 
 
 class UnsupportedFormatError(StoreError):
@@ -185,7 +187,7 @@ class UnsupportedFormatError(StoreError):
 class StoreFullError(StoreError):
     """The store reached its maximum map size; nothing of the failed write was kept."""
 
-    hint = "raise max_map_size, or delete old checkpoints (`lmdbstate gc`)"
+    hint = "raise max_map_size, or delete workflows you no longer need (`lmdbstate delete`)"
 
 
 class StoreDiskFullError(StoreError):

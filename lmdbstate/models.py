@@ -12,8 +12,11 @@ STATUSES: tuple[Status, ...] = ("running", "completed", "failed", "cancelled")
 Durability = Literal["sync", "async"]
 
 
-def _utc(ns: int) -> dt.datetime:
-    return dt.datetime.fromtimestamp(ns / 1e9, tz=dt.UTC)
+def utc_from_ns(ns: int) -> dt.datetime:
+    """Nanoseconds since the epoch as an aware UTC datetime, truncated to the microsecond."""
+    # Integer arithmetic: ns / 1e9 as a float can round up into the next microsecond or second.
+    seconds, rest = divmod(ns, 1_000_000_000)
+    return dt.datetime.fromtimestamp(seconds, tz=dt.UTC).replace(microsecond=rest // 1000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +35,7 @@ class CheckpointInfo:
     @property
     def created_at(self) -> dt.datetime:
         """``created_ns`` as an aware UTC datetime."""
-        return _utc(self.created_ns)
+        return utc_from_ns(self.created_ns)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +55,7 @@ class Checkpoint:
     @property
     def created_at(self) -> dt.datetime:
         """``created_ns`` as an aware UTC datetime."""
-        return _utc(self.created_ns)
+        return utc_from_ns(self.created_ns)
 
     @property
     def info(self) -> CheckpointInfo:

@@ -118,7 +118,7 @@ def _decode_entry(workflow_key: bytes, raw: bytes) -> dict[str, Any]:
     ):
         raise StoreCorruptedError(
             f"the index entry of workflow {_workflow_id_of(workflow_key)!r} is damaged",
-            hint="run `lmdbstate verify` to see what else is damaged",
+            hint="the workflow's checkpoints are intact; rebuilding its index needs a repair tool",
         )
     return entry
 
@@ -379,14 +379,16 @@ class CheckpointStore:
             raise
 
     def _open_format(self) -> int:
-        found = self._backend.read(_read_format)
-        if found is None and not self._backend.readonly:
-            found = self._backend.write(_initialise_meta)
+        found, records_present = self._backend.read(
+            lambda txn: (_read_format(txn), txn.count(CKPT) > 0)
+        )
         if found is None:
-            # Read-only open of a store whose creator died before writing ``meta``.
-            if self._backend.read(lambda txn: txn.count(CKPT)):
-                raise StoreCorruptedError(f"store {self.path} has records but no format entry")
-            return STORE_FORMAT
+            if records_present:
+                raise StoreCorruptedError(
+                    f"store {self.path} holds checkpoints but no format entry", path=self.path
+                )
+            # A new store, or one whose creator died before writing ``meta``: nothing to lose.
+            found = STORE_FORMAT if self.readonly else self._backend.write(_initialise_meta)
         if found != STORE_FORMAT:
             raise UnsupportedFormatError(
                 f"store {self.path} has format {found}; this version reads format {STORE_FORMAT}",

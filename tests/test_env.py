@@ -190,8 +190,9 @@ def test_garbage_data_file_is_a_typed_error(store_path: Path) -> None:
 def test_lmdb_environment_that_is_not_a_store(store_path: Path) -> None:
     env = lmdb.open(str(store_path), max_dbs=2)
     env.close()
-    with pytest.raises(StoreCorruptedError, match="not an lmdbstate store"):
+    with pytest.raises(StoreError, match="not an lmdbstate store") as caught:
         CheckpointStore(store_path, readonly=True)
+    assert type(caught.value) is StoreError
 
 
 def test_newer_store_format_is_refused(store_path: Path) -> None:
