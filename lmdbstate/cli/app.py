@@ -22,9 +22,9 @@ EXIT_USAGE = 2
 EXIT_DAMAGE = 3
 
 
+# No ``help=`` here: the root callback's docstring is the top-level help, exit codes included.
 app = typer.Typer(
     name="lmdbstate",
-    help="Inspect and maintain an lmdbstate checkpoint store.",
     context_settings={"help_option_names": ["-h", "--help"]},
     no_args_is_help=True,
     add_completion=False,
@@ -51,8 +51,13 @@ StorePath = Annotated[
         show_default=True,
     ),
 ]
-WorkflowId = Annotated[str, typer.Argument(help="The workflow id.", show_default=False)]
-SeqOption = Annotated[int | None, typer.Option("--seq", min=1, help="A checkpoint's seq.")]
+WorkflowId = Annotated[
+    str, typer.Argument(metavar="WORKFLOW_ID", help="The workflow id.", show_default=False)
+]
+SeqOption = Annotated[
+    int | None,
+    typer.Option("--seq", min=1, help="One checkpoint, by its sequence number (see history)."),
+]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 
 
@@ -68,12 +73,15 @@ def root(
     store: StorePath = Path(DEFAULT_PATH),
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_show_version, is_eager=True, help="Show the version."),
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="Show the version and exit."
+        ),
     ] = False,
 ) -> None:
     """Inspect and maintain an lmdbstate checkpoint store.
 
-    Exit codes: 0 ok, 1 error, 2 usage, 3 damage found.
+    The store is --store, else $LMDBSTATE_PATH, else .lmdbstate in the working directory.
+    Exit codes: 0 ok, 1 error, 2 usage error, 3 damage found.
     """
     ctx.obj = store
 
@@ -128,7 +136,10 @@ def show(
             store.workflow(workflow_id)  # raises when the workflow does not exist
             ckpt = store.latest(workflow_id)
             if ckpt is None:
-                render.error(f"workflow {workflow_id!r} has no checkpoints")
+                render.error(
+                    f"workflow {workflow_id!r} has no checkpoints",
+                    hint="its checkpoints were deleted; `lmdbstate delete WF` removes the workflow",
+                )
                 raise typer.Exit(EXIT_ERROR)
         else:
             ckpt = store.get(workflow_id, seq)
@@ -141,7 +152,7 @@ def history(
     workflow_id: WorkflowId,
     reverse: Annotated[bool, typer.Option("--reverse", "-r", help="Newest first.")] = False,
     limit: Annotated[
-        int | None, typer.Option("--limit", "-n", min=0, help="At most this many.")
+        int | None, typer.Option("--limit", "-n", min=0, help="Show at most this many.")
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:
@@ -168,12 +179,24 @@ def delete(
 ) -> None:
     """Delete a workflow with all its checkpoints, or one checkpoint with --seq."""
     what = f"workflow {workflow_id!r}" if seq is None else f"checkpoint {seq} of {workflow_id!r}"
+    # Check read-only first: a missing store must not be created by opening it writable, and
+    # a missing workflow fails before the question is asked.
+    with _store(ctx) as store:
+        store.workflow(workflow_id)
+    if not yes and not _confirmed(f"Delete {what}?"):
+        render.error("nothing deleted", hint="answer y, or pass --yes to delete without asking")
+        raise typer.Exit(EXIT_ERROR)
     with _store(ctx, readonly=False) as store:
-        store.workflow(workflow_id)  # fail on a missing workflow before asking
-        if not yes:
-            typer.confirm(f"Delete {what}?", abort=True)
         deleted = store.delete(workflow_id, seq=seq)
     render.message(f"deleted {what} ({deleted} checkpoint{'s' if deleted != 1 else ''})")
+
+
+def _confirmed(question: str) -> bool:
+    """Ask a yes/no question (default no); end of input or Ctrl-C count as no."""
+    try:
+        return typer.confirm(question, default=False)
+    except typer.Abort:
+        return False
 
 
 def main() -> None:

@@ -1,4 +1,8 @@
-"""All CLI output: rich tables for people, JSON for programs, one-line errors on stderr."""
+"""All CLI output: rich tables for people, JSON for programs, one-line errors on stderr.
+
+Workflow ids, steps and paths are user data: every console here is created with markup off, so
+a ``[`` in them is printed as it is, never read as rich markup.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import base64
 import dataclasses
 import datetime as dt
 import json
+import math
 import uuid
 from collections.abc import Iterable
 from decimal import Decimal
@@ -14,15 +19,20 @@ from typing import Any
 from rich.console import Console
 from rich.pretty import Pretty
 from rich.table import Table
+from rich.text import Text
 
 from ..errors import LmdbStateError
-from ..models import Checkpoint, CheckpointInfo, StoreStats, WorkflowInfo
+from ..models import Checkpoint, CheckpointInfo, StoreStats, WorkflowInfo, utc_from_ns
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
 
 
 def _stdout() -> Console:
-    return Console(highlight=False)
+    return Console(highlight=False, markup=False)
+
+
+def _label(name: str) -> Text:
+    return Text(name, style="bold")
 
 
 def human_bytes(size: int) -> str:
@@ -36,30 +46,37 @@ def human_bytes(size: int) -> str:
 
 
 def timestamp(ns: int | None) -> str:
-    """Nanoseconds since the epoch as an ISO 8601 UTC time to the millisecond."""
+    """Nanoseconds since the epoch as an ISO 8601 UTC time, truncated to the millisecond."""
     if ns is None:
         return "-"
-    moment = dt.datetime.fromtimestamp(ns / 1e9, tz=dt.UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return utc_from_ns(ns).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def short_time(ns: int) -> str:
     """Nanoseconds since the epoch as ``YYYY-MM-DD HH:MM:SS`` UTC, for table cells."""
-    return dt.datetime.fromtimestamp(ns / 1e9, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return utc_from_ns(ns).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def to_jsonable(value: Any) -> Any:
     """A JSON-friendly view of a state, for display.
 
-    Tuples and sets become lists, bytes ``{"base64": ...}``, datetimes ISO strings, UUIDs and
-    Decimals strings, non-str keys their ``str()``. Lossy by design: it is for reading.
+    Tuples and sets become lists (sets sorted), bytes ``{"base64": ...}``, datetimes ISO
+    strings, UUIDs and Decimals strings, NaN and infinities the strings ``"nan"``, ``"inf"`` and
+    ``"-inf"`` (strict JSON has no such numbers), non-str keys their ``str()``. Lossy by design:
+    it is for reading.
     """
     if isinstance(value, dict):
         return {k if isinstance(k, str) else str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [to_jsonable(item) for item in value]
     if isinstance(value, set | frozenset):
-        return sorted((to_jsonable(item) for item in value), key=repr)
+        items = [to_jsonable(item) for item in value]
+        try:
+            return sorted(items)
+        except TypeError:  # mixed or unorderable types: any fixed order will do
+            return sorted(items, key=repr)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
     if isinstance(value, bytes):
         return {"base64": base64.b64encode(value).decode("ascii")}
     if isinstance(value, dt.date):
@@ -71,7 +88,7 @@ def to_jsonable(value: Any) -> Any:
 
 def emit_json(data: Any) -> None:
     """Print ``data`` as indented JSON on stdout."""
-    print(json.dumps(data, indent=2, ensure_ascii=False))
+    print(json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False))
 
 
 def _workflow_dict(info: WorkflowInfo) -> dict[str, Any]:
@@ -116,7 +133,10 @@ def history(infos: Iterable[CheckpointInfo], *, as_json: bool) -> None:
             str(info.seq), "-" if info.step is None else str(info.step), str(info.schema),
             short_time(info.created_ns), human_bytes(info.size), f"{info.digest:016x}",
         )  # fmt: skip
-    _stdout().print(table)
+    if table.row_count:
+        _stdout().print(table)
+    else:
+        _stdout().print("no checkpoints")
 
 
 def checkpoint(ckpt: Checkpoint, *, as_json: bool) -> None:
@@ -140,12 +160,12 @@ def checkpoint(ckpt: Checkpoint, *, as_json: bool) -> None:
         ("digest", f"{ckpt.digest:016x} ok"),
     ]
     for name, value in rows:
-        table.add_row(f"[bold]{name}[/bold]", value)
+        table.add_row(_label(name), value)
     console.print(table)
     if ckpt.meta:
-        console.print("[bold]meta[/bold]")
+        console.print(_label("meta"))
         console.print(Pretty(ckpt.meta))
-    console.print("[bold]state[/bold]")
+    console.print(_label("state"))
     console.print(Pretty(ckpt.state))
 
 
@@ -176,7 +196,7 @@ def stats(report: StoreStats, *, as_json: bool) -> None:
         ("newest", timestamp(report.newest_ns)),
     ]
     for name, value in rows:
-        summary.add_row(f"[bold]{name}[/bold]", value)
+        summary.add_row(_label(name), value)
     console.print(summary)
     if report.largest:
         table = Table("workflow", "status", "checkpoints", "bytes", title="largest workflows")
