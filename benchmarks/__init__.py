@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks of lmdbstate; run them with ``python -m benchmarks``."""
