@@ -15,13 +15,12 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar, TypeVarTuple, cast
 
 import lmdb
 
 from .errors import (
     ForkedStoreError,
-    LmdbStateError,
     ReadOnlyStoreError,
     StoreClosedError,
     StoreCorruptedError,
@@ -35,6 +34,7 @@ from .errors import (
 from .kv import TABLES, ReadTxn, StorageInfo, WriteTxn
 
 T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 
 log = logging.getLogger("lmdbstate")
 
@@ -48,37 +48,44 @@ _DATA_FILE = "data.mdb"
 _RESIZE_ATTEMPTS = 100  # opening races other processes' map growth; each retry sees it
 
 
-@contextmanager
-def translated_errors(path: str) -> Iterator[None]:
-    """Turn every lmdb exception raised inside the block into an lmdbstate error."""
-    try:
-        yield
-    except LmdbStateError:
-        raise
-    except lmdb.MapFullError as exc:
-        raise StoreFullError(f"store {path} is full", path=path) from exc
-    except lmdb.DiskError as exc:
-        raise StoreDiskFullError(f"no space left for store {path}: {exc}", path=path) from exc
-    except lmdb.ReadonlyError as exc:
-        raise ReadOnlyStoreError(f"store {path} is read-only: {exc}", path=path) from exc
-    except lmdb.VersionMismatchError as exc:
-        raise UnsupportedFormatError(f"store {path}: {exc}", path=path) from exc
-    except (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError) as exc:
-        raise StoreCorruptedError(f"store {path} is damaged: {exc}", path=path) from exc
-    except lmdb.PanicError as exc:
-        raise StoreError(
+def translate(exc: lmdb.Error, path: str) -> StoreError:
+    """The lmdbstate error that stands for an lmdb exception; raise it ``from exc``."""
+    if isinstance(exc, lmdb.MapFullError):
+        return StoreFullError(f"store {path} is full", path=path)
+    if isinstance(exc, lmdb.DiskError):
+        return StoreDiskFullError(f"no space left for store {path}: {exc}", path=path)
+    if isinstance(exc, lmdb.ReadonlyError):
+        return ReadOnlyStoreError(f"store {path} is read-only: {exc}", path=path)
+    if isinstance(exc, lmdb.VersionMismatchError):
+        return UnsupportedFormatError(f"store {path}: {exc}", path=path)
+    if isinstance(exc, lmdb.CorruptedError | lmdb.PageNotFoundError | lmdb.InvalidError):
+        return StoreCorruptedError(f"store {path} is damaged: {exc}", path=path)
+    if isinstance(exc, lmdb.PanicError):
+        return StoreError(
             f"store {path} hit a fatal LMDB error: {exc}",
             path=path,
             hint="close the store and open it again",
-        ) from exc
-    except lmdb.ReadersFullError as exc:
-        raise StoreError(
+        )
+    if isinstance(exc, lmdb.ReadersFullError):
+        return StoreError(
             f"store {path}: every LMDB reader slot is taken",
             path=path,
             hint="close idle stores or processes that hold read transactions open",
-        ) from exc
+        )
+    return StoreError(f"store {path}: {exc}", path=path)
+
+
+@contextmanager
+def translated_errors(path: str) -> Iterator[None]:
+    """Turn every lmdb exception raised inside the block into an lmdbstate error.
+
+    The hot paths (``LmdbBackend.read`` and ``write``) call :func:`translate` from a plain
+    ``except`` clause instead: a generator-based context manager costs as much as a small read.
+    """
+    try:
+        yield
     except lmdb.Error as exc:
-        raise StoreError(f"store {path}: {exc}", path=path) from exc
+        raise translate(exc, path) from exc
 
 
 class _LmdbTxn:
@@ -205,13 +212,13 @@ class _SharedEnv:
                 hint="check the path: this is some other program's LMDB environment",
             ) from exc
 
-    def run_read(self, fn: Callable[[ReadTxn], T]) -> T:
+    def run_read(self, fn: Callable[[ReadTxn, *Ts], T], args: tuple[*Ts]) -> T:
         cleared_readers = False
         while True:
             generation = self.generation
             try:
                 with self.env.begin() as txn:
-                    return fn(_LmdbTxn(txn, self.dbs))
+                    return fn(_LmdbTxn(txn, self.dbs), *args)
             except lmdb.MapResizedError:
                 self._adopt_map_size()
             except lmdb.ReadersFullError:
@@ -227,7 +234,7 @@ class _SharedEnv:
                 with self.write_lock:
                     pass
 
-    def run_write(self, fn: Callable[[WriteTxn], T]) -> T:
+    def run_write(self, fn: Callable[[WriteTxn, *Ts], T], args: tuple[*Ts]) -> T:
         with self.write_lock:
             while True:
                 try:
@@ -236,7 +243,7 @@ class _SharedEnv:
                     self._set_map_size(0)
                     continue
                 try:
-                    result = fn(_LmdbTxn(txn, self.dbs))
+                    result = fn(_LmdbTxn(txn, self.dbs), *args)
                     txn.commit()
                 except lmdb.MapFullError:
                     txn.abort()
@@ -409,19 +416,23 @@ class LmdbBackend:
             )
         return self._shared
 
-    def read(self, fn: Callable[[ReadTxn], T]) -> T:
-        """Run ``fn`` in a read transaction, retrying after a map resize."""
+    def read(self, fn: Callable[[ReadTxn, *Ts], T], *args: *Ts) -> T:
+        """Run ``fn(txn, *args)`` in a read transaction, retrying after a map resize."""
         shared = self._usable()
-        with translated_errors(self.location):
-            return shared.run_read(fn)
+        try:
+            return shared.run_read(fn, args)
+        except lmdb.Error as exc:
+            raise translate(exc, self.location) from exc
 
-    def write(self, fn: Callable[[WriteTxn], T]) -> T:
-        """Run ``fn`` in a write transaction and commit, growing the map when it is full."""
+    def write(self, fn: Callable[[WriteTxn, *Ts], T], *args: *Ts) -> T:
+        """Run ``fn(txn, *args)`` in a write transaction and commit; grow the map when full."""
         shared = self._usable()
         if self.readonly:
             raise ReadOnlyStoreError(f"store {self.location} is open read-only", path=self.location)
-        with translated_errors(self.location):
-            return shared.run_write(fn)
+        try:
+            return shared.run_write(fn, args)
+        except lmdb.Error as exc:
+            raise translate(exc, self.location) from exc
 
     def storage_info(self) -> StorageInfo:
         """Page and file sizes, map size and reader slots of the environment."""

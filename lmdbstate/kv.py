@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, TypeVarTuple
 
 T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 
 META = "meta"
 CKPT = "ckpt"
@@ -74,12 +75,12 @@ class Backend(Protocol):
     location: str
     readonly: bool
 
-    def read(self, fn: Callable[[ReadTxn], T]) -> T:
-        """Run ``fn`` in a read transaction and return its result."""
+    def read(self, fn: Callable[[ReadTxn, *Ts], T], *args: *Ts) -> T:
+        """Run ``fn(txn, *args)`` in a read transaction and return its result."""
         ...
 
-    def write(self, fn: Callable[[WriteTxn], T]) -> T:
-        """Run ``fn`` in a write transaction, commit, and return its result."""
+    def write(self, fn: Callable[[WriteTxn, *Ts], T], *args: *Ts) -> T:
+        """Run ``fn(txn, *args)`` in a write transaction, commit, and return its result."""
         ...
 
     def storage_info(self) -> StorageInfo:

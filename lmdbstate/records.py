@@ -16,7 +16,6 @@ header field, so no single damaged byte of a record goes unnoticed.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -34,38 +33,29 @@ HEADER_SIZE = HEADER.size
 MAX_BODY_SIZE = (1 << 32) - 1
 
 _LEADING = struct.Struct("<2sBB")  # magic, format, flags: the bytes before the digest
-_TRAILING = struct.Struct("<QI")  # created_ns, body_len: the bytes after it
 _DIGEST_END = _LEADING.size + 8
-_STREAM_DIGEST_FROM = 64 * 1024  # above this, hashing in pieces beats copying the body once
+_STREAM_DIGEST_FROM = 64 * 1024  # above this, hashing in pieces beats one copy of the body
 
 
-@dataclass(frozen=True, slots=True)
-class RecordHeader:
-    """The decoded fixed header of a record."""
+def digest(key: bytes, leading: bytes | memoryview, rest: bytes | memoryview) -> int:
+    """The record digest: xxh3_64 of ``key + leading + rest``.
 
-    format: int
-    flags: int
-    digest: int
-    created_ns: int
-    body_len: int
-
-
-def digest(key: bytes, header_fields: bytes, body: bytes | memoryview) -> int:
-    """xxh3_64 of ``key + header_fields + body``; ``header_fields``: the header less the digest."""
-    if len(body) < _STREAM_DIGEST_FROM:
-        return xxhash.xxh3_64_intdigest(b"".join((key, header_fields, body)))
+    ``leading`` is the header before the digest field (magic, format, flags); ``rest`` is
+    everything after it (created_ns, body_len, body).
+    """
+    if len(rest) < _STREAM_DIGEST_FROM:
+        return xxhash.xxh3_64_intdigest(b"".join((key, leading, rest)))
     hasher = xxhash.xxh3_64(key)
-    hasher.update(header_fields)
-    hasher.update(body)
+    hasher.update(leading)
+    hasher.update(rest)
     return hasher.intdigest()
 
 
 def build(key: bytes, body: bytes, created_ns: int, *, flags: int = 0) -> bytes:
     """Return the record to store under ``key``: header followed by ``body``."""
     leading = _LEADING.pack(MAGIC, FORMAT_VERSION, flags)
-    trailing = _TRAILING.pack(created_ns, len(body))
-    value = digest(key, leading + trailing, body)
-    return b"".join((leading, value.to_bytes(8, "little"), trailing, body))
+    rest = b"".join((created_ns.to_bytes(8, "little"), len(body).to_bytes(4, "little"), body))
+    return b"".join((leading, digest(key, leading, rest).to_bytes(8, "little"), rest))
 
 
 def _damaged(key: bytes, reason: str) -> IntegrityError:
@@ -73,25 +63,25 @@ def _damaged(key: bytes, reason: str) -> IntegrityError:
     return IntegrityError(workflow_key.decode("utf-8", "replace"), seq, reason)
 
 
-def check(key: bytes, record: bytes | memoryview) -> tuple[RecordHeader, memoryview]:
-    """Verify the record stored under ``key`` and return its header and body.
+def check(key: bytes, record: bytes | memoryview) -> tuple[int, int, memoryview]:
+    """Verify the record stored under ``key``; return its created_ns, digest and body.
+
+    The body is a view into ``record``, not a copy.
 
     Raises:
         IntegrityError: the record is too short, has the wrong magic or length, fails its
             digest, or names a format or flags this version does not write.
     """
-    if len(record) < HEADER_SIZE:
-        raise _damaged(key, f"{len(record)} bytes, shorter than the {HEADER_SIZE}-byte header")
+    size = len(record)
+    if size < HEADER_SIZE:
+        raise _damaged(key, f"{size} bytes, shorter than the {HEADER_SIZE}-byte header")
     magic, version, flags, stored, created_ns, body_len = HEADER.unpack_from(record)
     if magic != MAGIC:
         raise _damaged(key, f"bad magic {bytes(magic)!r}")
-    if body_len != len(record) - HEADER_SIZE:
-        raise _damaged(key, f"body length {body_len} but {len(record) - HEADER_SIZE} bytes follow")
+    if body_len != size - HEADER_SIZE:
+        raise _damaged(key, f"body length {body_len} but {size - HEADER_SIZE} bytes follow")
     view = memoryview(record)
-    body = view[HEADER_SIZE:]
-    computed = digest(
-        key, bytes(view[: _LEADING.size]) + bytes(view[_DIGEST_END:HEADER_SIZE]), body
-    )
+    computed = digest(key, view[: _LEADING.size], view[_DIGEST_END:])
     if computed != stored:
         raise _damaged(key, f"digest mismatch (stored {stored:016x}, computed {computed:016x})")
     # Checked after the digest: a damaged byte here is damage, and a record whose digest holds
@@ -99,7 +89,7 @@ def check(key: bytes, record: bytes | memoryview) -> tuple[RecordHeader, memoryv
     # on open).
     if version != FORMAT_VERSION or flags & ~KNOWN_FLAGS:
         raise _damaged(key, f"record format {version} with flags {flags:#04x} is not format 1")
-    return RecordHeader(version, flags, stored, created_ns, body_len), body
+    return created_ns, stored, view[HEADER_SIZE:]
 
 
 def encode_body(state: object, step: object, schema: int, meta: object) -> bytes:
@@ -109,12 +99,15 @@ def encode_body(state: object, step: object, schema: int, meta: object) -> bytes
         CodecError: something in ``state``, ``step`` or ``meta`` cannot be encoded.
     """
     try:
-        return codec.encode({"step": step, "schema": schema, "meta": meta, "state": state})
+        body = codec.encode({"step": step, "schema": schema, "meta": meta, "state": state})
     except Exception:
         # Name the path inside the argument the caller knows, not inside the body map.
         for name, value in (("state", state), ("meta", meta), ("step", step)):
             codec.encode(value, root=name)
         raise
+    if len(body) > MAX_BODY_SIZE:
+        raise CodecError("state", f"encodes to {len(body)} bytes, more than a record holds")
+    return body
 
 
 def decode_body(body: bytes | memoryview) -> dict[str, Any]:

@@ -13,7 +13,6 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from functools import partial
 from itertools import islice
 from types import TracebackType
 from typing import Any
@@ -59,7 +58,6 @@ STORE_FORMAT = 1
 DEFAULT_PATH = ".lmdbstate"
 _CHUNK = 256  # items read per read transaction by the iterators: short transactions
 _LARGEST = 5
-_BODY_FIELDS = ("step", "schema", "meta", "state")
 
 
 def _version() -> str:
@@ -89,65 +87,104 @@ def _workflow_id_of(workflow_key: bytes) -> str:
 
 # -- the wf index -----------------------------------------------------------------------------
 
-_ENTRY_INTS = ("created_ns", "updated_ns", "head_seq", "last_seq", "count", "bytes", "schema")
 
+class _Entry:
+    """A workflow's ``wf`` index entry: a msgpack array of these fields, then ``extras``.
 
-def _new_entry(now_ns: int) -> dict[str, Any]:
-    return {
-        "status": "running",
-        "created_ns": now_ns,
-        "updated_ns": now_ns,
-        "head_seq": 0,
-        "last_seq": 0,
-        "count": 0,
-        "bytes": 0,
-        "schema": 1,
-    }
+    ``extras`` is a map for fields added by later versions; it is kept as found on rewrite.
+    """
 
-
-def _decode_entry(workflow_key: bytes, raw: bytes) -> dict[str, Any]:
-    """Decode a ``wf`` entry, keeping fields this version does not know."""
-    try:
-        entry = codec.decode(raw)
-    except CodecError:
-        entry = None
-    if (
-        type(entry) is not dict
-        or entry.get("status") not in STATUSES
-        or any(type(entry.get(name)) is not int for name in _ENTRY_INTS)
-    ):
-        raise StoreCorruptedError(
-            f"the index entry of workflow {_workflow_id_of(workflow_key)!r} is damaged",
-            hint="the workflow's checkpoints are intact; rebuilding its index needs a repair tool",
-        )
-    return entry
-
-
-def _workflow_info(workflow_key: bytes, entry: dict[str, Any]) -> WorkflowInfo:
-    return WorkflowInfo(
-        workflow_id=_workflow_id_of(workflow_key),
-        status=entry["status"],
-        created_ns=entry["created_ns"],
-        updated_ns=entry["updated_ns"],
-        head_seq=entry["head_seq"],
-        last_seq=entry["last_seq"],
-        checkpoints=entry["count"],
-        bytes=entry["bytes"],
-        schema=entry["schema"],
+    __slots__ = (
+        "bytes",
+        "count",
+        "created_ns",
+        "extras",
+        "head_seq",
+        "last_seq",
+        "schema",
+        "status",
+        "updated_ns",
     )
 
+    def __init__(self, now_ns: int) -> None:
+        self.status: Status = "running"
+        self.created_ns = self.updated_ns = now_ns
+        self.head_seq = self.last_seq = self.count = self.bytes = 0
+        self.schema = 1
+        self.extras: dict[Any, Any] = {}
 
-def _required_entry(txn: ReadTxn, workflow_key: bytes) -> dict[str, Any]:
+    @classmethod
+    def decode(cls, workflow_key: bytes, raw: bytes) -> _Entry:
+        """Decode a stored entry.
+
+        Raises:
+            StoreCorruptedError: the entry is not a well-formed index entry.
+        """
+        entry = cls.__new__(cls)
+        try:
+            (
+                entry.status, entry.created_ns, entry.updated_ns, entry.head_seq,
+                entry.last_seq, entry.count, entry.bytes, entry.schema, entry.extras,
+            ) = codec.decode(raw)  # fmt: skip
+            well_formed = (
+                entry.status in STATUSES
+                and type(entry.created_ns) is int
+                and type(entry.updated_ns) is int
+                and type(entry.head_seq) is int
+                and type(entry.last_seq) is int
+                and type(entry.count) is int
+                and type(entry.bytes) is int
+                and type(entry.schema) is int
+                and type(entry.extras) is dict
+            )
+        except (CodecError, TypeError, ValueError):
+            well_formed = False
+        if not well_formed:
+            raise StoreCorruptedError(
+                f"the index entry of workflow {_workflow_id_of(workflow_key)!r} is damaged",
+                hint="its checkpoints are intact; rebuilding the index needs a repair tool",
+            )
+        return entry
+
+    def encode(self) -> bytes:
+        """The stored form."""
+        return codec.encode(
+            [
+                self.status, self.created_ns, self.updated_ns, self.head_seq, self.last_seq,
+                self.count, self.bytes, self.schema, self.extras,
+            ]
+        )  # fmt: skip
+
+    def info(self, workflow_key: bytes) -> WorkflowInfo:
+        """The entry as the API returns it."""
+        return WorkflowInfo(
+            workflow_id=_workflow_id_of(workflow_key),
+            status=self.status,
+            created_ns=self.created_ns,
+            updated_ns=self.updated_ns,
+            head_seq=self.head_seq,
+            last_seq=self.last_seq,
+            checkpoints=self.count,
+            bytes=self.bytes,
+            schema=self.schema,
+        )
+
+
+def _required_entry(txn: ReadTxn, workflow_key: bytes) -> _Entry:
     raw = txn.get(WF, workflow_key)
     if raw is None:
         raise WorkflowNotFoundError(_workflow_id_of(workflow_key))
-    return _decode_entry(workflow_key, raw)
+    return _Entry.decode(workflow_key, raw)
+
+
+def _workflow_info(txn: ReadTxn, workflow_key: bytes) -> WorkflowInfo:
+    return _required_entry(txn, workflow_key).info(workflow_key)
 
 
 # -- reading records --------------------------------------------------------------------------
 
 
-def _decoded_body(
+def _body_fields(
     key: bytes, body: memoryview, decode: Callable[[memoryview], dict[str, Any]]
 ) -> dict[str, Any]:
     try:
@@ -158,39 +195,42 @@ def _decoded_body(
 
 
 def _checkpoint(workflow_id: str, key: bytes, record: bytes) -> Checkpoint:
-    header, body = records.check(key, record)
-    fields = _decoded_body(key, body, records.decode_body)
-    if any(name not in fields for name in _BODY_FIELDS):
-        raise IntegrityError(workflow_id, seq_of(key), "body lacks a required field")
-    return Checkpoint(
-        workflow_id=workflow_id,
-        seq=seq_of(key),
-        state=fields["state"],
-        step=fields["step"],
-        schema=fields["schema"],
-        meta=fields["meta"],
-        created_ns=header.created_ns,
-        size=len(record),
-        digest=header.digest,
-    )
+    created_ns, digest, body = records.check(key, record)
+    fields = _body_fields(key, body, records.decode_body)
+    try:
+        return Checkpoint(
+            workflow_id, seq_of(key), fields["state"], fields["step"], fields["schema"],
+            fields["meta"], created_ns, len(record), digest,
+        )  # fmt: skip
+    except KeyError as exc:
+        raise IntegrityError(workflow_id, seq_of(key), f"body lacks {exc}") from exc
 
 
 def _checkpoint_info(workflow_id: str, key: bytes, record: bytes) -> CheckpointInfo:
-    header, body = records.check(key, record)
-    fields = _decoded_body(key, body, records.decode_body_without_state)
+    created_ns, digest, body = records.check(key, record)
+    fields = _body_fields(key, body, records.decode_body_without_state)
     return CheckpointInfo(
-        workflow_id=workflow_id,
-        seq=seq_of(key),
-        step=fields.get("step"),
-        schema=fields.get("schema", 1),
-        created_ns=header.created_ns,
-        size=len(record),
-        digest=header.digest,
-    )
+        workflow_id, seq_of(key), fields.get("step"), fields.get("schema", 1), created_ns,
+        len(record), digest,
+    )  # fmt: skip
+
+
+def _read_latest(txn: ReadTxn, workflow_id: str, workflow_key: bytes) -> Checkpoint | None:
+    item = txn.last(CKPT, *workflow_bounds(workflow_key))
+    return None if item is None else _checkpoint(workflow_id, *item)
+
+
+def _read_checkpoint(txn: ReadTxn, workflow_id: str, workflow_key: bytes, seq: int) -> Checkpoint:
+    key = checkpoint_key(workflow_key, seq)
+    record = txn.get(CKPT, key)
+    if record is None:
+        _required_entry(txn, workflow_key)
+        raise CheckpointNotFoundError(workflow_id, seq)
+    return _checkpoint(workflow_id, key, record)
 
 
 def _scan_chunk(
-    table: str, low: bytes, high: bytes | None, reverse: bool, size: int, txn: ReadTxn
+    txn: ReadTxn, table: str, low: bytes, high: bytes | None, reverse: bool, size: int
 ) -> list[tuple[bytes, bytes]]:
     return list(islice(txn.scan(table, low, high, reverse=reverse), size))
 
@@ -250,24 +290,22 @@ class _PendingPut:
 
     def apply(self, txn: WriteTxn) -> CheckpointInfo:
         """Write the checkpoint and update its workflow's index entries, all in ``txn``."""
-        raw = txn.get(WF, self.workflow_key)
-        if raw is None:
-            entry = _new_entry(self.created_ns)
-        else:
-            entry = _decode_entry(self.workflow_key, raw)
-        if self.expect_seq is not None and entry["head_seq"] != self.expect_seq:
-            raise SequenceConflictError(self.workflow_id, self.expect_seq, entry["head_seq"])
-        seq = entry["last_seq"] + 1
-        key = checkpoint_key(self.workflow_key, seq)
+        workflow_key = self.workflow_key
+        raw = txn.get(WF, workflow_key)
+        entry = _Entry(self.created_ns) if raw is None else _Entry.decode(workflow_key, raw)
+        if self.expect_seq is not None and entry.head_seq != self.expect_seq:
+            raise SequenceConflictError(self.workflow_id, self.expect_seq, entry.head_seq)
+        seq = entry.last_seq + 1
+        key = checkpoint_key(workflow_key, seq)
         record = records.build(key, self.body, self.created_ns)
         txn.put(CKPT, key, record)
         txn.put(AGE, age_key(self.created_ns, key), b"")
-        entry["head_seq"] = entry["last_seq"] = seq
-        entry["count"] += 1
-        entry["bytes"] += len(record)
-        entry["updated_ns"] = self.created_ns
-        entry["schema"] = self.schema
-        txn.put(WF, self.workflow_key, codec.encode(entry))
+        entry.head_seq = entry.last_seq = seq
+        entry.count += 1
+        entry.bytes += len(record)
+        entry.updated_ns = self.created_ns
+        entry.schema = self.schema
+        txn.put(WF, workflow_key, entry.encode())
         return CheckpointInfo(
             self.workflow_id, seq, self.step, self.schema, self.created_ns, len(record),
             int.from_bytes(record[4:12], "little"),
@@ -484,14 +522,7 @@ class CheckpointStore:
         if status not in STATUSES:
             raise InvalidStatusError(status, STATUSES)
 
-        def apply(txn: WriteTxn) -> WorkflowInfo:
-            entry = _required_entry(txn, workflow_key)
-            entry["status"] = status
-            entry["updated_ns"] = time.time_ns()
-            txn.put(WF, workflow_key, codec.encode(entry))
-            return _workflow_info(workflow_key, entry)
-
-        return self._backend.write(apply)
+        return self._backend.write(_set_status, workflow_key, status)
 
     def delete(self, workflow_id: str, *, seq: int | None = None) -> int:
         """Delete a whole workflow, or one checkpoint of it; returns how many were deleted.
@@ -504,9 +535,8 @@ class CheckpointStore:
         """
         workflow_key = encode_workflow_id(workflow_id)
         if seq is None:
-            return self._backend.write(partial(_delete_workflow, workflow_key))
-        validate_seq(seq)
-        return self._backend.write(partial(_delete_checkpoint, workflow_key, seq))
+            return self._backend.write(_delete_workflow, workflow_key)
+        return self._backend.write(_delete_checkpoint, workflow_key, validate_seq(seq))
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -516,14 +546,7 @@ class CheckpointStore:
         Raises:
             IntegrityError: the newest checkpoint is damaged.
         """
-        workflow_key = encode_workflow_id(workflow_id)
-        low, high = workflow_bounds(workflow_key)
-
-        def read(txn: ReadTxn) -> Checkpoint | None:
-            item = txn.last(CKPT, low, high)
-            return None if item is None else _checkpoint(workflow_id, *item)
-
-        return self._backend.read(read)
+        return self._backend.read(_read_latest, workflow_id, encode_workflow_id(workflow_id))
 
     def get(self, workflow_id: str, seq: int) -> Checkpoint:
         """Checkpoint ``seq`` of the workflow.
@@ -534,16 +557,7 @@ class CheckpointStore:
             IntegrityError: the checkpoint is damaged.
         """
         workflow_key = encode_workflow_id(workflow_id)
-        key = checkpoint_key(workflow_key, validate_seq(seq))
-
-        def read(txn: ReadTxn) -> Checkpoint:
-            record = txn.get(CKPT, key)
-            if record is None:
-                _required_entry(txn, workflow_key)
-                raise CheckpointNotFoundError(workflow_id, seq)
-            return _checkpoint(workflow_id, key, record)
-
-        return self._backend.read(read)
+        return self._backend.read(_read_checkpoint, workflow_id, workflow_key, validate_seq(seq))
 
     def workflow(self, workflow_id: str) -> WorkflowInfo:
         """The index entry of one workflow.
@@ -551,9 +565,7 @@ class CheckpointStore:
         Raises:
             WorkflowNotFoundError: no such workflow.
         """
-        workflow_key = encode_workflow_id(workflow_id)
-        entry = self._backend.read(lambda txn: _required_entry(txn, workflow_key))
-        return _workflow_info(workflow_key, entry)
+        return self._backend.read(_workflow_info, encode_workflow_id(workflow_id))
 
     def history(
         self, workflow_id: str, *, reverse: bool = False, limit: int | None = None
@@ -569,7 +581,7 @@ class CheckpointStore:
         """
         workflow_key = encode_workflow_id(workflow_id)
         _check_limit(limit)
-        self._backend.read(lambda txn: _required_entry(txn, workflow_key))
+        self._backend.read(_required_entry, workflow_key)
         return self._history(workflow_id, workflow_key, reverse, limit)
 
     def _history(
@@ -579,7 +591,7 @@ class CheckpointStore:
         remaining = limit
         while remaining is None or remaining > 0:
             size = _CHUNK if remaining is None else min(_CHUNK, remaining)
-            items = self._backend.read(partial(_scan_chunk, CKPT, low, high, reverse, size))
+            items = self._backend.read(_scan_chunk, CKPT, low, high, reverse, size)
             for key, record in items:
                 yield _checkpoint_info(workflow_id, key, record)
             if len(items) < size:
@@ -604,11 +616,11 @@ class CheckpointStore:
     def _workflows(self, status: Status | None) -> Iterator[WorkflowInfo]:
         low = b""
         while True:
-            items = self._backend.read(partial(_scan_chunk, WF, low, None, False, _CHUNK))
+            items = self._backend.read(_scan_chunk, WF, low, None, False, _CHUNK)
             for workflow_key, raw in items:
-                entry = _decode_entry(workflow_key, raw)
-                if status is None or entry["status"] == status:
-                    yield _workflow_info(workflow_key, entry)
+                entry = _Entry.decode(workflow_key, raw)
+                if status is None or entry.status == status:
+                    yield entry.info(workflow_key)
             if len(items) < _CHUNK:
                 return
             low = items[-1][0] + b"\x00"
@@ -675,7 +687,15 @@ def _age_bounds(txn: ReadTxn) -> tuple[int, int | None, int | None]:
     return txn.count(CKPT), oldest, newest
 
 
-def _delete_workflow(workflow_key: bytes, txn: WriteTxn) -> int:
+def _set_status(txn: WriteTxn, workflow_key: bytes, status: Status) -> WorkflowInfo:
+    entry = _required_entry(txn, workflow_key)
+    entry.status = status
+    entry.updated_ns = time.time_ns()
+    txn.put(WF, workflow_key, entry.encode())
+    return entry.info(workflow_key)
+
+
+def _delete_workflow(txn: WriteTxn, workflow_key: bytes) -> int:
     _required_entry(txn, workflow_key)
     low, high = workflow_bounds(workflow_key)
     # Collect keys and creation times first: a cursor must not walk what is being deleted.
@@ -686,19 +706,19 @@ def _delete_workflow(workflow_key: bytes, txn: WriteTxn) -> int:
     return len(doomed)
 
 
-def _delete_checkpoint(workflow_key: bytes, seq: int, txn: WriteTxn) -> int:
+def _delete_checkpoint(txn: WriteTxn, workflow_key: bytes, seq: int) -> int:
     entry = _required_entry(txn, workflow_key)
     key = checkpoint_key(workflow_key, seq)
     record = txn.get(CKPT, key)
     if record is None:
         raise CheckpointNotFoundError(_workflow_id_of(workflow_key), seq)
     _delete_record(txn, key, _created_ns(record))
-    entry["count"] -= 1
-    entry["bytes"] -= len(record)
-    entry["updated_ns"] = time.time_ns()
-    if entry["head_seq"] == seq:
+    entry.count -= 1
+    entry.bytes -= len(record)
+    entry.updated_ns = time.time_ns()
+    if entry.head_seq == seq:
         low, high = workflow_bounds(workflow_key)
         previous = txn.last(CKPT, low, high)
-        entry["head_seq"] = 0 if previous is None else seq_of(previous[0])
-    txn.put(WF, workflow_key, codec.encode(entry))
+        entry.head_seq = 0 if previous is None else seq_of(previous[0])
+    txn.put(WF, workflow_key, entry.encode())
     return 1

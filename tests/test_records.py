@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+import xxhash
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -13,6 +14,7 @@ from lmdbstate.records import (
     check,
     decode_body,
     decode_body_without_state,
+    digest,
     encode_body,
 )
 
@@ -38,14 +40,12 @@ def test_header_is_24_bytes_little_endian() -> None:
 
 @given(bodies, st.integers(min_value=0, max_value=(1 << 64) - 1))
 def test_build_then_check_round_trips(body: bytes, created_ns: int) -> None:
-    header, checked = check(KEY, build(KEY, body, created_ns))
+    record = build(KEY, body, created_ns)
+    stored_ns, digest_value, checked = check(KEY, record)
     assert bytes(checked) == body
-    assert (header.format, header.flags, header.created_ns, header.body_len) == (
-        1,
-        0,
-        created_ns,
-        len(body),
-    )
+    assert stored_ns == created_ns
+    assert digest_value == int.from_bytes(record[4:12], "little")
+    assert HEADER.unpack_from(record)[:3] == (b"LS", 1, 0)
 
 
 @given(bodies, st.data())
@@ -83,20 +83,19 @@ def test_a_whole_record_of_another_format_is_refused() -> None:
     # A record whose digest holds but whose format byte is not 1: rebuilt by hand.
     record = bytearray(build(KEY, b"body", 1))
     record[2] = 2
-    from lmdbstate.records import digest
-
-    record[4:12] = digest(KEY, bytes(record[:4]) + bytes(record[12:24]), b"body").to_bytes(
-        8, "little"
-    )
+    record[4:12] = digest(KEY, bytes(record[:4]), bytes(record[12:])).to_bytes(8, "little")
     with pytest.raises(IntegrityError, match="format 2"):
         check(KEY, bytes(record))
 
 
 def test_large_bodies_use_the_same_digest() -> None:
     body = bytes(range(256)) * 1024  # above the streaming threshold
-    header, checked = check(KEY, build(KEY, body, 5))
+    record = build(KEY, body, 5)
+    _, digest_value, checked = check(KEY, record)
     assert bytes(checked) == body
-    assert HEADER.unpack_from(build(KEY, body, 5))[3] == header.digest
+    assert HEADER.unpack_from(record)[3] == digest_value
+    # The streamed digest equals the one-shot digest over the same bytes.
+    assert digest_value == xxhash.xxh3_64_intdigest(KEY + record[:4] + record[12:])
 
 
 @given(
