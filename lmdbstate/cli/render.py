@@ -18,13 +18,18 @@ from typing import Any
 
 from rich.console import Console
 from rich.pretty import Pretty
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from ..errors import LmdbStateError
 from ..models import Checkpoint, CheckpointInfo, StoreStats, WorkflowInfo, utc_from_ns
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+
+
+def _time_column(header: str) -> Column:
+    """A column for times: never wrapped, so a time stays on one line."""
+    return Column(header, no_wrap=True)
 
 
 def _stdout() -> Console:
@@ -105,21 +110,31 @@ def _info_dict(info: CheckpointInfo) -> dict[str, Any]:
     return data
 
 
+def _table(columns: Iterable[str | Column], rows: Iterable[Iterable[str]], *, empty: str) -> None:
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*row)
+    _stdout().print(table if table.row_count else empty)
+
+
 def workflows(infos: Iterable[WorkflowInfo], *, as_json: bool) -> None:
     """The ``list`` command's output."""
     if as_json:
         emit_json([_workflow_dict(info) for info in infos])
         return
-    table = Table("workflow", "status", "checkpoints", "head", "bytes", "updated (UTC)")
-    for info in infos:
-        table.add_row(
-            info.workflow_id, info.status, str(info.checkpoints), str(info.head_seq),
-            human_bytes(info.bytes), short_time(info.updated_ns),
+    rows = (
+        (
+            info.workflow_id,
+            info.status,
+            str(info.checkpoints),
+            str(info.head_seq),
+            human_bytes(info.bytes),
+            short_time(info.updated_ns),
         )  # fmt: skip
-    if table.row_count:
-        _stdout().print(table)
-    else:
-        _stdout().print("no workflows")
+        for info in infos
+    )
+    columns = ("workflow", "status", "checkpoints", "head", "bytes", _time_column("updated (UTC)"))
+    _table(columns, rows, empty="no workflows")
 
 
 def history(infos: Iterable[CheckpointInfo], *, as_json: bool) -> None:
@@ -127,16 +142,19 @@ def history(infos: Iterable[CheckpointInfo], *, as_json: bool) -> None:
     if as_json:
         emit_json([_info_dict(info) for info in infos])
         return
-    table = Table("seq", "step", "schema", "created (UTC)", "size", "digest")
-    for info in infos:
-        table.add_row(
-            str(info.seq), "-" if info.step is None else str(info.step), str(info.schema),
-            short_time(info.created_ns), human_bytes(info.size), f"{info.digest:016x}",
+    rows = (
+        (
+            str(info.seq),
+            "-" if info.step is None else str(info.step),
+            str(info.schema),
+            short_time(info.created_ns),
+            human_bytes(info.size),
+            f"{info.digest:016x}",
         )  # fmt: skip
-    if table.row_count:
-        _stdout().print(table)
-    else:
-        _stdout().print("no checkpoints")
+        for info in infos
+    )
+    columns = ("seq", "step", "schema", _time_column("created (UTC)"), "size", "digest")
+    _table(columns, rows, empty="no checkpoints")
 
 
 def checkpoint(ckpt: Checkpoint, *, as_json: bool) -> None:
