@@ -133,7 +133,10 @@ def workflows(infos: Iterable[WorkflowInfo], *, as_json: bool) -> None:
         )  # fmt: skip
         for info in infos
     )
-    columns = ("workflow", "status", "checkpoints", "head", "bytes", _time_column("updated (UTC)"))
+    columns = (
+        Column("workflow", overflow="fold"),  # an id is never cut short
+        "status", "checkpoints", "head", "bytes", _time_column("updated (UTC)"),
+    )  # fmt: skip
     _table(columns, rows, empty="no workflows")
 
 
