@@ -29,7 +29,13 @@ from .errors import (
     SequenceConflictError,
     StoreCorruptedError,
     UnsupportedFormatError,
-    WorkflowNotFoundError,
+)
+from .index import (
+    WorkflowEntry,
+    created_ns_of,
+    delete_record,
+    required_entry,
+    workflow_id_of,
 )
 from .keys import (
     age_key,
@@ -81,104 +87,8 @@ def _check_limit(limit: object) -> None:
         raise InvalidInputError(f"invalid limit {limit!r}: expected an int >= 0 or None")
 
 
-def _workflow_id_of(workflow_key: bytes) -> str:
-    return workflow_key.decode("utf-8", "replace")
-
-
-# -- the wf index -----------------------------------------------------------------------------
-
-
-class _Entry:
-    """A workflow's ``wf`` index entry: a msgpack array of these fields, then ``extras``.
-
-    ``extras`` is a map for fields added by later versions; it is kept as found on rewrite.
-    """
-
-    __slots__ = (
-        "bytes",
-        "count",
-        "created_ns",
-        "extras",
-        "head_seq",
-        "last_seq",
-        "schema",
-        "status",
-        "updated_ns",
-    )
-
-    def __init__(self, now_ns: int) -> None:
-        self.status: Status = "running"
-        self.created_ns = self.updated_ns = now_ns
-        self.head_seq = self.last_seq = self.count = self.bytes = 0
-        self.schema = 1
-        self.extras: dict[Any, Any] = {}
-
-    @classmethod
-    def decode(cls, workflow_key: bytes, raw: bytes) -> _Entry:
-        """Decode a stored entry.
-
-        Raises:
-            StoreCorruptedError: the entry is not a well-formed index entry.
-        """
-        entry = cls.__new__(cls)
-        try:
-            (
-                entry.status, entry.created_ns, entry.updated_ns, entry.head_seq,
-                entry.last_seq, entry.count, entry.bytes, entry.schema, entry.extras,
-            ) = codec.decode(raw)  # fmt: skip
-            well_formed = (
-                entry.status in STATUSES
-                and type(entry.created_ns) is int
-                and type(entry.updated_ns) is int
-                and type(entry.head_seq) is int
-                and type(entry.last_seq) is int
-                and type(entry.count) is int
-                and type(entry.bytes) is int
-                and type(entry.schema) is int
-                and type(entry.extras) is dict
-            )
-        except (CodecError, TypeError, ValueError):
-            well_formed = False
-        if not well_formed:
-            raise StoreCorruptedError(
-                f"the index entry of workflow {_workflow_id_of(workflow_key)!r} is damaged",
-                hint="its checkpoints are intact; rebuilding the index needs a repair tool",
-            )
-        return entry
-
-    def encode(self) -> bytes:
-        """The stored form."""
-        return codec.encode(
-            [
-                self.status, self.created_ns, self.updated_ns, self.head_seq, self.last_seq,
-                self.count, self.bytes, self.schema, self.extras,
-            ]
-        )  # fmt: skip
-
-    def info(self, workflow_key: bytes) -> WorkflowInfo:
-        """The entry as the API returns it."""
-        return WorkflowInfo(
-            workflow_id=_workflow_id_of(workflow_key),
-            status=self.status,
-            created_ns=self.created_ns,
-            updated_ns=self.updated_ns,
-            head_seq=self.head_seq,
-            last_seq=self.last_seq,
-            checkpoints=self.count,
-            bytes=self.bytes,
-            schema=self.schema,
-        )
-
-
-def _required_entry(txn: ReadTxn, workflow_key: bytes) -> _Entry:
-    raw = txn.get(WF, workflow_key)
-    if raw is None:
-        raise WorkflowNotFoundError(_workflow_id_of(workflow_key))
-    return _Entry.decode(workflow_key, raw)
-
-
 def _workflow_info(txn: ReadTxn, workflow_key: bytes) -> WorkflowInfo:
-    return _required_entry(txn, workflow_key).info(workflow_key)
+    return required_entry(txn, workflow_key).info(workflow_key)
 
 
 # -- reading records --------------------------------------------------------------------------
@@ -191,7 +101,7 @@ def _body_fields(
         return decode(body)
     except CodecError as exc:
         workflow_key, seq = split_checkpoint_key(key)
-        raise IntegrityError(_workflow_id_of(workflow_key), seq, exc.reason) from exc
+        raise IntegrityError(workflow_id_of(workflow_key), seq, exc.reason) from exc
 
 
 def _checkpoint(workflow_id: str, key: bytes, record: bytes) -> Checkpoint:
@@ -224,7 +134,7 @@ def _read_checkpoint(txn: ReadTxn, workflow_id: str, workflow_key: bytes, seq: i
     key = checkpoint_key(workflow_key, seq)
     record = txn.get(CKPT, key)
     if record is None:
-        _required_entry(txn, workflow_key)
+        required_entry(txn, workflow_key)
         raise CheckpointNotFoundError(workflow_id, seq)
     return _checkpoint(workflow_id, key, record)
 
@@ -233,20 +143,6 @@ def _scan_chunk(
     txn: ReadTxn, table: str, low: bytes, high: bytes | None, reverse: bool, size: int
 ) -> list[tuple[bytes, bytes]]:
     return list(islice(txn.scan(table, low, high, reverse=reverse), size))
-
-
-def _created_ns(record: bytes) -> int | None:
-    """The creation time in a record's header; None when the record is too short to hold one."""
-    if len(record) < records.HEADER_SIZE:
-        return None
-    created_ns: int = records.HEADER.unpack_from(record)[4]
-    return created_ns
-
-
-def _delete_record(txn: WriteTxn, key: bytes, created_ns: int | None) -> None:
-    txn.delete(CKPT, key)
-    if created_ns is not None:
-        txn.delete(AGE, age_key(created_ns, key))
 
 
 # -- writing ----------------------------------------------------------------------------------
@@ -292,7 +188,11 @@ class _PendingPut:
         """Write the checkpoint and update its workflow's index entries, all in ``txn``."""
         workflow_key = self.workflow_key
         raw = txn.get(WF, workflow_key)
-        entry = _Entry(self.created_ns) if raw is None else _Entry.decode(workflow_key, raw)
+        entry = (
+            WorkflowEntry(self.created_ns)
+            if raw is None
+            else WorkflowEntry.decode(workflow_key, raw)
+        )
         if self.expect_seq is not None and entry.head_seq != self.expect_seq:
             raise SequenceConflictError(self.workflow_id, self.expect_seq, entry.head_seq)
         seq = entry.last_seq + 1
@@ -581,7 +481,7 @@ class CheckpointStore:
         """
         workflow_key = encode_workflow_id(workflow_id)
         _check_limit(limit)
-        self._backend.read(_required_entry, workflow_key)
+        self._backend.read(required_entry, workflow_key)
         return self._history(workflow_id, workflow_key, reverse, limit)
 
     def _history(
@@ -618,7 +518,7 @@ class CheckpointStore:
         while True:
             items = self._backend.read(_scan_chunk, WF, low, None, False, _CHUNK)
             for workflow_key, raw in items:
-                entry = _Entry.decode(workflow_key, raw)
+                entry = WorkflowEntry.decode(workflow_key, raw)
                 if status is None or entry.status == status:
                     yield entry.info(workflow_key)
             if len(items) < _CHUNK:
@@ -688,7 +588,7 @@ def _age_bounds(txn: ReadTxn) -> tuple[int, int | None, int | None]:
 
 
 def _set_status(txn: WriteTxn, workflow_key: bytes, status: Status) -> WorkflowInfo:
-    entry = _required_entry(txn, workflow_key)
+    entry = required_entry(txn, workflow_key)
     entry.status = status
     entry.updated_ns = time.time_ns()
     txn.put(WF, workflow_key, entry.encode())
@@ -696,23 +596,23 @@ def _set_status(txn: WriteTxn, workflow_key: bytes, status: Status) -> WorkflowI
 
 
 def _delete_workflow(txn: WriteTxn, workflow_key: bytes) -> int:
-    _required_entry(txn, workflow_key)
+    required_entry(txn, workflow_key)
     low, high = workflow_bounds(workflow_key)
     # Collect keys and creation times first: a cursor must not walk what is being deleted.
-    doomed = [(key, _created_ns(record)) for key, record in txn.scan(CKPT, low, high)]
+    doomed = [(key, created_ns_of(record)) for key, record in txn.scan(CKPT, low, high)]
     for key, created_ns in doomed:
-        _delete_record(txn, key, created_ns)
+        delete_record(txn, key, created_ns)
     txn.delete(WF, workflow_key)
     return len(doomed)
 
 
 def _delete_checkpoint(txn: WriteTxn, workflow_key: bytes, seq: int) -> int:
-    entry = _required_entry(txn, workflow_key)
+    entry = required_entry(txn, workflow_key)
     key = checkpoint_key(workflow_key, seq)
     record = txn.get(CKPT, key)
     if record is None:
-        raise CheckpointNotFoundError(_workflow_id_of(workflow_key), seq)
-    _delete_record(txn, key, _created_ns(record))
+        raise CheckpointNotFoundError(workflow_id_of(workflow_key), seq)
+    delete_record(txn, key, created_ns_of(record))
     entry.count -= 1
     entry.bytes -= len(record)
     entry.updated_ns = time.time_ns()

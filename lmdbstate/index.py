@@ -1,0 +1,130 @@
+"""The ``wf`` and ``age`` indexes: a workflow's entry, and the bookkeeping of one record.
+
+``store.py`` keeps them in step with ``ckpt`` on every write; ``integrity.py`` checks them
+against ``ckpt`` and rebuilds them from it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import codec, records
+from .errors import CodecError, StoreCorruptedError, WorkflowNotFoundError
+from .keys import age_key
+from .kv import AGE, CKPT, WF, ReadTxn, WriteTxn
+from .models import STATUSES, Status, WorkflowInfo
+
+
+def workflow_id_of(workflow_key: bytes) -> str:
+    """The workflow id whose UTF-8 bytes are ``workflow_key`` (lenient with damaged bytes)."""
+    return workflow_key.decode("utf-8", "replace")
+
+
+class WorkflowEntry:
+    """A workflow's ``wf`` index entry: a msgpack array of these fields, then ``extras``.
+
+    ``extras`` is a map for fields added by later versions; it is kept as found on rewrite.
+    """
+
+    __slots__ = (
+        "bytes",
+        "count",
+        "created_ns",
+        "extras",
+        "head_seq",
+        "last_seq",
+        "schema",
+        "status",
+        "updated_ns",
+    )
+
+    def __init__(self, now_ns: int) -> None:
+        self.status: Status = "running"
+        self.created_ns = self.updated_ns = now_ns
+        self.head_seq = self.last_seq = self.count = self.bytes = 0
+        self.schema = 1
+        self.extras: dict[Any, Any] = {}
+
+    @classmethod
+    def decode(cls, workflow_key: bytes, raw: bytes) -> WorkflowEntry:
+        """Decode a stored entry.
+
+        Raises:
+            StoreCorruptedError: the entry is not a well-formed index entry.
+        """
+        entry = cls.__new__(cls)
+        try:
+            (
+                entry.status, entry.created_ns, entry.updated_ns, entry.head_seq,
+                entry.last_seq, entry.count, entry.bytes, entry.schema, entry.extras,
+            ) = codec.decode(raw)  # fmt: skip
+            well_formed = (
+                entry.status in STATUSES
+                and type(entry.created_ns) is int
+                and type(entry.updated_ns) is int
+                and type(entry.head_seq) is int
+                and type(entry.last_seq) is int
+                and type(entry.count) is int
+                and type(entry.bytes) is int
+                and type(entry.schema) is int
+                and type(entry.extras) is dict
+            )
+        except (CodecError, TypeError, ValueError):
+            well_formed = False
+        if not well_formed:
+            raise StoreCorruptedError(
+                f"the index entry of workflow {workflow_id_of(workflow_key)!r} is damaged",
+                hint="its checkpoints are intact; rebuilding the index needs a repair tool",
+            )
+        return entry
+
+    def encode(self) -> bytes:
+        """The stored form."""
+        return codec.encode(
+            [
+                self.status, self.created_ns, self.updated_ns, self.head_seq, self.last_seq,
+                self.count, self.bytes, self.schema, self.extras,
+            ]
+        )  # fmt: skip
+
+    def info(self, workflow_key: bytes) -> WorkflowInfo:
+        """The entry as the API returns it."""
+        return WorkflowInfo(
+            workflow_id=workflow_id_of(workflow_key),
+            status=self.status,
+            created_ns=self.created_ns,
+            updated_ns=self.updated_ns,
+            head_seq=self.head_seq,
+            last_seq=self.last_seq,
+            checkpoints=self.count,
+            bytes=self.bytes,
+            schema=self.schema,
+        )
+
+
+def required_entry(txn: ReadTxn, workflow_key: bytes) -> WorkflowEntry:
+    """The entry of a workflow.
+
+    Raises:
+        WorkflowNotFoundError: the workflow has no entry.
+        StoreCorruptedError: the entry is damaged.
+    """
+    raw = txn.get(WF, workflow_key)
+    if raw is None:
+        raise WorkflowNotFoundError(workflow_id_of(workflow_key))
+    return WorkflowEntry.decode(workflow_key, raw)
+
+
+def created_ns_of(record: bytes) -> int | None:
+    """The creation time in a record's header; None when the record is too short to hold one."""
+    if len(record) < records.HEADER_SIZE:
+        return None
+    created_ns: int = records.HEADER.unpack_from(record)[4]
+    return created_ns
+
+
+def delete_record(txn: WriteTxn, key: bytes, created_ns: int | None) -> None:
+    """Delete a record and its ``age`` entry (when its creation time is known)."""
+    txn.delete(CKPT, key)
+    if created_ns is not None:
+        txn.delete(AGE, age_key(created_ns, key))
