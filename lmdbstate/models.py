@@ -51,6 +51,8 @@ class Checkpoint:
     created_ns: int
     size: int
     digest: int
+    damaged_newer: tuple[int, ...] = ()
+    """Seqs of newer checkpoints that ``latest`` skipped because they are damaged."""
 
     @property
     def created_at(self) -> dt.datetime:

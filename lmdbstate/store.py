@@ -8,7 +8,9 @@ time, so that they can never disagree after a crash.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
+import logging
 import os
 import time
 from collections import Counter
@@ -57,6 +59,8 @@ from .models import (
     StoreStats,
     WorkflowInfo,
 )
+
+log = logging.getLogger("lmdbstate")
 
 STORE_FORMAT = 1
 """The store format this version writes and reads (the ``format`` entry of ``meta``)."""
@@ -125,9 +129,36 @@ def _checkpoint_info(workflow_id: str, key: bytes, record: bytes) -> CheckpointI
     )  # fmt: skip
 
 
-def _read_latest(txn: ReadTxn, workflow_id: str, workflow_key: bytes) -> Checkpoint | None:
+def _read_latest(
+    txn: ReadTxn, workflow_id: str, workflow_key: bytes, skip_damaged: bool
+) -> Checkpoint | None:
     item = txn.last(CKPT, *workflow_bounds(workflow_key))
-    return None if item is None else _checkpoint(workflow_id, *item)
+    if item is None:
+        return None
+    try:
+        return _checkpoint(workflow_id, *item)
+    except IntegrityError:
+        if not skip_damaged:
+            raise
+        return _newest_intact(txn, workflow_id, workflow_key)
+
+
+def _newest_intact(txn: ReadTxn, workflow_id: str, workflow_key: bytes) -> Checkpoint:
+    """Walk back from the newest checkpoint to the first one that verifies."""
+    damaged: list[IntegrityError] = []
+    for key, record in txn.scan(CKPT, *workflow_bounds(workflow_key), reverse=True):
+        try:
+            found = _checkpoint(workflow_id, key, record)
+        except IntegrityError as exc:
+            damaged.append(exc)
+            continue
+        seqs = tuple(exc.seq for exc in damaged)
+        log.warning(
+            "workflow %r: checkpoints %s are damaged; falling back to checkpoint %d",
+            workflow_id, ", ".join(map(str, seqs)), found.seq,
+        )  # fmt: skip
+        return dataclasses.replace(found, damaged_newer=seqs)
+    raise damaged[0]
 
 
 def _read_checkpoint(txn: ReadTxn, workflow_id: str, workflow_key: bytes, seq: int) -> Checkpoint:
@@ -440,13 +471,22 @@ class CheckpointStore:
 
     # -- reads --------------------------------------------------------------------------------
 
-    def latest(self, workflow_id: str) -> Checkpoint | None:
-        """The workflow's newest checkpoint, or None when it has none.
+    def latest(self, workflow_id: str, *, skip_damaged: bool = True) -> Checkpoint | None:
+        """The workflow's newest intact checkpoint, or None when it has none.
+
+        A damaged newer checkpoint is skipped, logged as a warning, and named in the result's
+        ``damaged_newer``, so that an executor resumes from the newest checkpoint it can trust.
+
+        Args:
+            workflow_id: the workflow.
+            skip_damaged: False to raise instead of falling back past a damaged checkpoint.
 
         Raises:
-            IntegrityError: the newest checkpoint is damaged.
+            IntegrityError: the newest checkpoint is damaged and ``skip_damaged`` is False, or
+                every checkpoint of the workflow is damaged.
         """
-        return self._backend.read(_read_latest, workflow_id, encode_workflow_id(workflow_id))
+        workflow_key = encode_workflow_id(workflow_id)
+        return self._backend.read(_read_latest, workflow_id, workflow_key, skip_damaged)
 
     def get(self, workflow_id: str, seq: int) -> Checkpoint:
         """Checkpoint ``seq`` of the workflow.

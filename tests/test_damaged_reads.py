@@ -65,10 +65,30 @@ def test_a_flipped_byte_in_a_record_fails_its_reads(
         assert store.latest("other") is not None
 
 
-def test_a_damaged_newest_record_fails_latest(tmp_path: Path) -> None:
+def test_latest_falls_back_past_a_damaged_newest_record(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "store"
     records = write_store(path, large=False)
     flip(path, records[3], 30)
+    with CheckpointStore(path, readonly=True) as store:
+        latest = store.latest("wf")
+        assert latest is not None
+        assert (latest.seq, latest.state["marker"], latest.damaged_newer) == (2, "record-1", (3,))
+        assert "checkpoints 3 are damaged; falling back to checkpoint 2" in caplog.text
+        with pytest.raises(IntegrityError) as caught:
+            store.latest("wf", skip_damaged=False)
+        assert caught.value.seq == 3
+        intact = store.latest("other")
+        assert intact is not None
+        assert intact.damaged_newer == ()
+
+
+def test_latest_raises_when_every_checkpoint_is_damaged(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    records = write_store(path, large=False)
+    for seq in (1, 2, 3):
+        flip(path, records[seq], 30)
     with CheckpointStore(path, readonly=True) as store, pytest.raises(IntegrityError) as caught:
         store.latest("wf")
     assert caught.value.seq == 3

@@ -134,7 +134,7 @@ def show(
     with _store(ctx) as store:
         if seq is None:
             store.workflow(workflow_id)  # raises when the workflow does not exist
-            ckpt = store.latest(workflow_id)
+            ckpt = store.latest(workflow_id, skip_damaged=False)  # damage is reported, not skipped
             if ckpt is None:
                 render.error(
                     f"workflow {workflow_id!r} has no checkpoints",
