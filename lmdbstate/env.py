@@ -434,6 +434,24 @@ class LmdbBackend:
         except lmdb.Error as exc:
             raise translate(exc, self.location) from exc
 
+    def copy_to(self, dest: str) -> None:
+        """A compacted, consistent hot copy of the environment into the new directory ``dest``.
+
+        LMDB copies inside one read transaction, so writers go on meanwhile and the copy holds
+        exactly the commits before it began.
+
+        Raises:
+            StoreError: ``dest`` exists and is not an empty directory, or the copy failed.
+        """
+        shared = self._usable()
+        if os.path.exists(dest) and (not os.path.isdir(dest) or os.listdir(dest)):
+            raise StoreError(
+                f"{dest} already exists", path=dest, hint="give a new or empty directory"
+            )
+        with translated_errors(self.location):
+            os.makedirs(dest, exist_ok=True)
+            shared.env.copy(dest, compact=True)
+
     def storage_info(self) -> StorageInfo:
         """Page and file sizes, map size and reader slots of the environment."""
         shared = self._usable()

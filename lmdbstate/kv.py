@@ -87,6 +87,10 @@ class Backend(Protocol):
         """Sizes and counters of the underlying storage."""
         ...
 
+    def copy_to(self, dest: str) -> None:
+        """Write a consistent copy of every table into a new LMDB store at ``dest``."""
+        ...
+
     def close(self) -> None:
         """Release the storage; idempotent."""
         ...

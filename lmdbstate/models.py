@@ -110,3 +110,56 @@ class StoreStats:
     newest_ns: int | None
     largest: tuple[WorkflowInfo, ...]
     """The workflows holding the most bytes, largest first."""
+
+
+@dataclass(frozen=True, slots=True)
+class DamagedRecord:
+    """A ``ckpt`` record that failed its checks."""
+
+    workflow_id: str | None
+    """None when the key itself is malformed and names no workflow."""
+    seq: int | None
+    key: bytes
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class IndexProblem:
+    """A ``wf`` or ``age`` entry that disagrees with the records."""
+
+    table: str
+    workflow_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    """What ``verify()`` checked and found."""
+
+    workflows: int
+    records: int
+    bytes: int
+    """Bytes of the records checked."""
+    damaged: tuple[DamagedRecord, ...]
+    index_problems: tuple[IndexProblem, ...]
+    deep: bool
+    """True when every body was decoded too."""
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing is damaged and the indexes agree with the records."""
+        return not self.damaged and not self.index_problems
+
+
+@dataclass(frozen=True, slots=True)
+class RepairReport:
+    """What ``repair()`` did."""
+
+    backup_path: str | None
+    removed: tuple[DamagedRecord, ...]
+    workflows_rebuilt: int
+    """Workflows whose ``wf`` entry was rewritten."""
+    age_added: int
+    age_removed: int
+    seconds: float

@@ -19,7 +19,7 @@ from itertools import islice
 from types import TracebackType
 from typing import Any
 
-from . import codec, records
+from . import codec, integrity, records
 from .env import DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE, DURABILITIES, MIN_MAP_SIZE, LmdbBackend
 from .errors import (
     CheckpointNotFoundError,
@@ -28,6 +28,7 @@ from .errors import (
     IntegrityError,
     InvalidInputError,
     InvalidStatusError,
+    ReadOnlyStoreError,
     SequenceConflictError,
     StoreCorruptedError,
     UnsupportedFormatError,
@@ -49,14 +50,17 @@ from .keys import (
     validate_seq,
     workflow_bounds,
 )
-from .kv import AGE, CKPT, META, WF, ReadTxn, WriteTxn
+from .kv import AGE, CKPT, META, WF, Backend, ReadTxn, WriteTxn
+from .memory import MEMORY_PATH, MemoryBackend
 from .models import (
     STATUSES,
     Checkpoint,
     CheckpointInfo,
     Durability,
+    RepairReport,
     Status,
     StoreStats,
+    VerifyReport,
     WorkflowInfo,
 )
 
@@ -294,7 +298,10 @@ class CheckpointStore:
     """Checkpoints keyed by (workflow id, seq) in one LMDB environment.
 
     Args:
-        path: the store's directory; created on first writable open.
+        path: the store's directory; created on first writable open. ``":memory:"``
+            (``MEMORY_PATH``) keeps the store in this process's memory instead: each such store
+            is fresh and private, and is gone when closed; ``durability`` and the map sizes are
+            then checked but have no effect.
         durability: ``"sync"`` (every commit flushed to disk before ``put`` returns) or
             ``"async"`` (no flush: survives a process crash, may lose the newest commits on
             power loss).
@@ -334,13 +341,17 @@ class CheckpointStore:
                 f"max_map_size ({max_map_size}) is smaller than map_size ({map_size})"
             )
         self._durability: Durability = durability
-        self._backend = LmdbBackend(
-            path,
-            durability=durability,
-            readonly=readonly,
-            map_size=map_size,
-            max_map_size=max_map_size,
-        )
+        self._backend: Backend
+        if os.fspath(path) == MEMORY_PATH:
+            self._backend = MemoryBackend(readonly=readonly)
+        else:
+            self._backend = LmdbBackend(
+                path,
+                durability=durability,
+                readonly=readonly,
+                map_size=map_size,
+                max_map_size=max_map_size,
+            )
         try:
             self._format = self._open_format()
         except BaseException:
@@ -564,6 +575,65 @@ class CheckpointStore:
             if len(items) < _CHUNK:
                 return
             low = items[-1][0] + b"\x00"
+
+    # -- maintenance --------------------------------------------------------------------------
+
+    def verify(
+        self,
+        *,
+        workflow_id: str | None = None,
+        deep: bool = False,
+        progress: integrity.Progress | None = None,
+    ) -> VerifyReport:
+        """Check every record's header and digest, and the indexes against the records.
+
+        Never writes. Each workflow is checked in one short read transaction, so writers may
+        run meanwhile.
+
+        Args:
+            workflow_id: check only this workflow.
+            deep: also decode every record's body (slower: msgpack decoding, not hashing, is
+                then what limits the pace).
+            progress: called with (records, bytes) checked so far, after each workflow.
+
+        Raises:
+            InvalidWorkflowIdError: a bad ``workflow_id``.
+        """
+        workflow_key = None if workflow_id is None else encode_workflow_id(workflow_id)
+        return integrity.verify(
+            self._backend, workflow_key=workflow_key, deep=deep, progress=progress
+        )
+
+    def repair(self, *, backup_dir: str | os.PathLike[str] | None = None) -> RepairReport:
+        """Back the store up, delete damaged records, and rebuild the indexes from the records.
+
+        Every intact record stays as it is. Afterwards ``verify()`` finds nothing.
+
+        Args:
+            backup_dir: a new directory for the backup taken first; by default one beside
+                the store, named ``<store>.backup-<UTC time>``.
+
+        Raises:
+            ReadOnlyStoreError: the store is read-only.
+            StoreError: the backup directory exists and is not empty, or a write failed.
+        """
+        if self.readonly:
+            raise ReadOnlyStoreError(f"store {self.path} is open read-only", path=self.path)
+        target = integrity.default_backup_dir(self.path) if backup_dir is None else backup_dir
+        return integrity.repair(self._backend, backup_dir=os.fspath(target))
+
+    def backup(self, dest: str | os.PathLike[str]) -> str:
+        """Write a consistent, compacted copy of the store into the new directory ``dest``.
+
+        Writers may run meanwhile: the copy holds exactly the commits made before it began.
+        Returns the path of the copy.
+
+        Raises:
+            StoreError: ``dest`` exists and is not an empty directory, or the copy failed.
+        """
+        target = os.fspath(dest)
+        self._backend.copy_to(target)
+        return target
 
     def stats(self) -> StoreStats:
         """Counts and sizes: workflows by status, checkpoints, live and file bytes, readers."""

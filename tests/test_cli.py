@@ -27,7 +27,7 @@ from lmdbstate import CheckpointInfo, CheckpointStore, WorkflowInfo, __version__
 from lmdbstate.cli import app, render
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
-COMMANDS = ("list", "show", "history", "stats", "delete")
+COMMANDS = ("list", "show", "history", "stats", "delete", "verify", "repair", "backup")
 
 STATE_1 = {"n": 1}
 RICH_STATE = {
@@ -922,3 +922,80 @@ def test_reference_covers_global_options_and_exit_codes() -> None:
     exit_codes = sections["Exit codes"]
     for code in range(4):
         assert re.search(rf"^\| {code} \| \w", exit_codes, re.MULTILINE), code
+
+
+# -- verify, repair, backup -------------------------------------------------------------------
+
+
+def test_verify_a_clean_store(runner: CliRunner, filled: Filled) -> None:
+    result = invoke(runner, "verify", store=filled.path)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("ok: 4 checkpoints")
+    assert "in 3 workflows" in result.stdout
+    report = json.loads(invoke(runner, "verify", "--deep", "--json", store=filled.path).stdout)
+    assert (report["ok"], report["records"], report["workflows"], report["deep"]) == (
+        True,
+        4,
+        3,
+        True,
+    )
+    assert report["damaged"] == report["index_problems"] == []
+    one = json.loads(invoke(runner, "verify", "wf-a", "--json", store=filled.path).stdout)
+    assert (one["records"], one["workflows"]) == (2, 1)
+
+
+def test_verify_lists_each_damaged_record_and_exits_3(runner: CliRunner, filled: Filled) -> None:
+    damage(filled.path, b"ckpt", checkpoint_key("wf-a", 2), 30)
+    damage(filled.path, b"ckpt", checkpoint_key("wf-c", 1), -1)
+    before = (filled.path / "data.mdb").read_bytes()
+    result = invoke(runner, "verify", "--json", store=filled.path)
+    assert result.exit_code == 3
+    report = json.loads(result.stdout)
+    assert report["ok"] is False
+    assert [(d["workflow_id"], d["seq"], d["key"]) for d in report["damaged"]] == [
+        ("wf-a", 2, checkpoint_key("wf-a", 2).hex()),
+        ("wf-c", 1, checkpoint_key("wf-c", 1).hex()),
+    ]
+    assert all(d["reason"].startswith("digest mismatch") for d in report["damaged"])
+    table = invoke(runner, "verify", store=filled.path)
+    assert table.exit_code == 3
+    assert table.stdout.startswith("DAMAGE FOUND: 4 checkpoints")
+    assert "2 damaged checkpoints" in table.stdout
+    assert "lmdbstate repair" in table.stdout
+    assert (filled.path / "data.mdb").read_bytes() == before
+
+
+def test_repair_then_verify_is_clean(runner: CliRunner, filled: Filled, tmp_path: Path) -> None:
+    damage(filled.path, b"ckpt", checkpoint_key("wf-a", 2), 30)
+    result = invoke(
+        runner, "repair", "--backup", str(tmp_path / "bak"), "--json", store=filled.path
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["backup_path"] == str(tmp_path / "bak")
+    assert [(d["workflow_id"], d["seq"]) for d in report["removed"]] == [("wf-a", 2)]
+    assert (report["workflows_rebuilt"], report["age_removed"]) == (1, 1)
+    assert invoke(runner, "verify", store=filled.path).exit_code == 0
+    assert invoke(runner, "verify", store=tmp_path / "bak").exit_code == 3  # the backup as it was
+    history = json.loads(invoke(runner, "history", "wf-a", "--json", store=filled.path).stdout)
+    assert [row["seq"] for row in history] == [1]
+
+
+def test_repair_of_a_missing_store_creates_nothing(runner: CliRunner, tmp_path: Path) -> None:
+    result = invoke(runner, "repair", store=tmp_path / "nowhere")
+    assert result.exit_code == 1
+    assert error_lines(result)[0] == f"error: no store at {tmp_path / 'nowhere'}"
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_backup_writes_a_store_that_verifies(
+    runner: CliRunner, filled: Filled, tmp_path: Path
+) -> None:
+    result = invoke(runner, "backup", str(tmp_path / "copy"), "--json", store=filled.path)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"backup": str(tmp_path / "copy")}
+    copied = json.loads(invoke(runner, "list", "--json", store=tmp_path / "copy").stdout)
+    assert copied == [workflow_json(filled.workflows[name]) for name in ("wf-a", "wf-b", "wf-c")]
+    again = invoke(runner, "backup", str(tmp_path / "copy"), store=filled.path)
+    assert again.exit_code == 1
+    assert error_lines(again)[0] == f"error: {tmp_path / 'copy'} already exists"

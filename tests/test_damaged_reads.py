@@ -8,6 +8,8 @@ import pytest
 
 from lmdbstate import CheckpointStore, IntegrityError
 
+from .damage import flip_record
+
 
 def write_store(path: Path, large: bool) -> dict[int, bytes]:
     """Three checkpoints of one workflow; returns each record's bytes by seq."""
@@ -26,22 +28,6 @@ def write_store(path: Path, large: bool) -> dict[int, bytes]:
         }
 
 
-def flip(path: Path, needle: bytes, offset: int) -> None:
-    """Flip one bit of the record in every copy of it in the file.
-
-    Copy-on-write leaves stale copies of rewritten pages in the file; the live one is among
-    the copies, and damaging the stale ones changes nothing a reader sees.
-    """
-    data_file = path / "data.mdb"
-    data = bytearray(data_file.read_bytes())
-    position = data.find(needle)
-    assert position >= 0, "record not found in data.mdb"
-    while position >= 0:
-        data[position + offset] ^= 0x10
-        position = data.find(needle, position + 1)
-    data_file.write_bytes(bytes(data))
-
-
 @pytest.mark.parametrize("large", [False, True], ids=["leaf", "overflow"])
 @pytest.mark.parametrize("offset", [0, 2, 3, 5, 13, 21, 24, 40, -1], ids=lambda o: f"byte{o}")
 def test_a_flipped_byte_in_a_record_fails_its_reads(
@@ -49,7 +35,7 @@ def test_a_flipped_byte_in_a_record_fails_its_reads(
 ) -> None:
     path = tmp_path / "store"
     records = write_store(path, large)
-    flip(path, records[2], offset if offset >= 0 else len(records[2]) + offset)
+    flip_record(path, records[2], offset if offset >= 0 else len(records[2]) + offset)
     with CheckpointStore(path, readonly=True) as store:
         with pytest.raises(IntegrityError) as caught:
             store.get("wf", 2)
@@ -70,7 +56,7 @@ def test_latest_falls_back_past_a_damaged_newest_record(
 ) -> None:
     path = tmp_path / "store"
     records = write_store(path, large=False)
-    flip(path, records[3], 30)
+    flip_record(path, records[3], 30)
     with CheckpointStore(path, readonly=True) as store:
         latest = store.latest("wf")
         assert latest is not None
@@ -88,7 +74,7 @@ def test_latest_raises_when_every_checkpoint_is_damaged(tmp_path: Path) -> None:
     path = tmp_path / "store"
     records = write_store(path, large=False)
     for seq in (1, 2, 3):
-        flip(path, records[seq], 30)
+        flip_record(path, records[seq], 30)
     with CheckpointStore(path, readonly=True) as store, pytest.raises(IntegrityError) as caught:
         store.latest("wf")
     assert caught.value.seq == 3

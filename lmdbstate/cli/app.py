@@ -191,6 +191,68 @@ def delete(
     render.message(f"deleted {what} ({deleted} checkpoint{'s' if deleted != 1 else ''})")
 
 
+@app.command()
+def verify(
+    ctx: typer.Context,
+    workflow_id: Annotated[
+        str | None,
+        typer.Argument(metavar="WORKFLOW_ID", help="Check only this workflow.", show_default=False),
+    ] = None,
+    deep: Annotated[
+        bool, typer.Option("--deep", help="Also decode every record's body (slower).")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Check every record's header and digest, and the indexes against the records.
+
+    Never writes. Exits 3 when anything is damaged, listing each damaged record.
+    """
+    with _store(ctx) as store:
+        total = store.stats().record_bytes if workflow_id is None else None
+        with render.progress("verifying", total) as advance:
+            report = store.verify(workflow_id=workflow_id, deep=deep, progress=advance)
+        render.verify_report(report, as_json=as_json)
+    if not report.ok:
+        raise typer.Exit(EXIT_DAMAGE)
+
+
+@app.command()
+def repair(
+    ctx: typer.Context,
+    backup: Annotated[
+        Path | None,
+        typer.Option(
+            "--backup",
+            help="A new directory for the backup taken first "
+            "(default: beside the store, named STORE.backup-TIME).",
+        ),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Back the store up, delete damaged records, and rebuild the indexes from the records.
+
+    Every intact record stays as it is; afterwards verify finds nothing.
+    """
+    with _store(ctx) as store:
+        store.stats()  # a missing or unreadable store fails here, before anything is written
+    with _store(ctx, readonly=False) as store:
+        render.repair_report(store.repair(backup_dir=backup), as_json=as_json)
+
+
+@app.command()
+def backup(
+    ctx: typer.Context,
+    dest: Annotated[
+        Path, typer.Argument(metavar="DEST", help="A new or empty directory for the copy.")
+    ],
+    as_json: JsonFlag = False,
+) -> None:
+    """Write a consistent, compacted copy of the store while writers go on."""
+    with _store(ctx) as store:
+        target = store.backup(dest)
+    render.backup_done(target, as_json=as_json)
+
+
 def _confirmed(question: str) -> bool:
     """Ask a yes/no question (default no); end of input or Ctrl-C count as no."""
     try:

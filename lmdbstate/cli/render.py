@@ -11,18 +11,37 @@ import dataclasses
 import datetime as dt
 import json
 import math
+import os
+import sys
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
 from rich.console import Console
 from rich.pretty import Pretty
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Column, Table
 from rich.text import Text
 
 from ..errors import LmdbStateError
-from ..models import Checkpoint, CheckpointInfo, StoreStats, WorkflowInfo, utc_from_ns
+from ..models import (
+    Checkpoint,
+    CheckpointInfo,
+    DamagedRecord,
+    RepairReport,
+    StoreStats,
+    VerifyReport,
+    WorkflowInfo,
+    utc_from_ns,
+)
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
 
@@ -230,7 +249,7 @@ def stats(report: StoreStats, *, as_json: bool) -> None:
 
 def message(text: str) -> None:
     """A line of plain output on stdout."""
-    _stdout().print(text, markup=False)
+    _stdout().print(text, markup=False, soft_wrap=True)
 
 
 def error(exc: LmdbStateError | str, hint: str | None = None) -> None:
@@ -242,3 +261,95 @@ def error(exc: LmdbStateError | str, hint: str | None = None) -> None:
     console.print(f"error: {text}", markup=False)
     if hint:
         console.print(f"hint: {hint}", markup=False)
+
+
+@contextmanager
+def progress(label: str, total_bytes: int | None) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar on stderr while the block runs, when stderr is a terminal.
+
+    Yields the callback to give the library (records, bytes done), or None off a terminal.
+    """
+    if not sys.stderr.isatty() or os.environ.get("CI"):
+        yield None
+        return
+    columns = (
+        BarColumn(),
+        DownloadColumn(binary_units=True),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=total_bytes)
+        yield lambda _records, done: bar.update(task, completed=done)
+
+
+def _damaged_dict(damaged: DamagedRecord) -> dict[str, Any]:
+    return {
+        "workflow_id": damaged.workflow_id,
+        "seq": damaged.seq,
+        "key": damaged.key.hex(),
+        "reason": damaged.reason,
+    }
+
+
+def _damaged_table(damaged: Iterable[DamagedRecord]) -> None:
+    rows = (
+        (
+            "-" if d.workflow_id is None else d.workflow_id,
+            "-" if d.seq is None else str(d.seq),
+            d.reason,
+        )
+        for d in damaged
+    )
+    _table((Column("workflow", overflow="fold"), "seq", "reason"), rows, empty="")
+
+
+def verify_report(report: VerifyReport, *, as_json: bool) -> None:
+    """The ``verify`` command's output."""
+    if as_json:
+        data = dataclasses.asdict(report)
+        data["ok"] = report.ok
+        data["damaged"] = [_damaged_dict(d) for d in report.damaged]
+        emit_json(data)
+        return
+    rate = report.bytes / report.seconds / 2**20 if report.seconds > 0 else 0.0
+    verdict = "ok" if report.ok else "DAMAGE FOUND"
+    message(
+        f"{verdict}: {report.records} checkpoints ({human_bytes(report.bytes)}) in "
+        f"{report.workflows} workflows checked in {report.seconds:.2f} s ({rate:.0f} MiB/s)"
+        + (", bodies decoded" if report.deep else "")
+    )
+    if report.damaged:
+        message(f"{len(report.damaged)} damaged checkpoints:")
+        _damaged_table(report.damaged)
+    if report.index_problems:
+        message(f"{len(report.index_problems)} index problems:")
+        rows = ((p.table, p.workflow_id, p.reason) for p in report.index_problems)
+        _table(("index", Column("workflow", overflow="fold"), "problem"), rows, empty="")
+    if not report.ok:
+        message("`lmdbstate repair` backs the store up, then removes the damage.")
+
+
+def repair_report(report: RepairReport, *, as_json: bool) -> None:
+    """The ``repair`` command's output."""
+    if as_json:
+        data = dataclasses.asdict(report)
+        data["removed"] = [_damaged_dict(d) for d in report.removed]
+        emit_json(data)
+        return
+    if report.backup_path is not None:
+        message(f"backup: {report.backup_path}")
+    message(
+        f"removed {len(report.removed)} damaged checkpoints; rebuilt {report.workflows_rebuilt} "
+        f"workflow entries; added {report.age_added} and removed {report.age_removed} age entries"
+    )
+    if report.removed:
+        _damaged_table(report.removed)
+
+
+def backup_done(path: str, *, as_json: bool) -> None:
+    """The ``backup`` command's output."""
+    if as_json:
+        emit_json({"backup": path})
+    else:
+        message(f"backup written to {path}")

@@ -1,0 +1,327 @@
+"""Verify, repair and back up a store.
+
+``verify`` reads every record and checks its header and digest (and, with ``deep``, decodes its
+body), then checks the ``wf`` and ``age`` indexes against ``ckpt``. It never writes. Each
+workflow is checked inside one read transaction, and the ``age`` index in chunks, each against
+``ckpt`` in the same transaction: what it reports is consistent even while writers run.
+
+``repair`` backs the store up, deletes damaged records, and rebuilds the index entries that
+disagree with ``ckpt``, one workflow per write transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+
+from . import records
+from .errors import CodecError, IntegrityError, StoreCorruptedError
+from .index import WorkflowEntry, created_ns_of, workflow_id_of
+from .keys import SEQ_BYTES, age_key, seq_of, split_age_key, workflow_bounds
+from .kv import AGE, CKPT, WF, Backend, ReadTxn, WriteTxn
+from .models import DamagedRecord, IndexProblem, RepairReport, VerifyReport
+
+Progress = Callable[[int, int], None]
+"""Called with (records checked so far, bytes checked so far)."""
+
+_AGE_CHUNK = 1024
+
+
+def _is_checkpoint_key(key: bytes) -> bool:
+    return len(key) > SEQ_BYTES + 1 and key[-SEQ_BYTES - 1] == 0
+
+
+def _owner(ckpt_key: bytes) -> bytes:
+    return ckpt_key[: -SEQ_BYTES - 1]
+
+
+def _damaged_record(key: bytes, reason: str) -> DamagedRecord:
+    if _is_checkpoint_key(key):
+        return DamagedRecord(workflow_id_of(_owner(key)), seq_of(key), key, reason)
+    return DamagedRecord(None, None, key, reason)
+
+
+@dataclass
+class _WorkflowCheck:
+    """One workflow's records and index entry, read in one transaction."""
+
+    workflow_key: bytes
+    entry: WorkflowEntry | None = None
+    entry_problem: str | None = None
+    records: int = 0
+    size: int = 0
+    head_seq: int = 0
+    intact: list[tuple[bytes, int, int]] = field(default_factory=list)
+    """(key, created_ns, size) of every intact record."""
+    damaged: list[DamagedRecord] = field(default_factory=list)
+    missing_age: list[int] = field(default_factory=list)
+
+    def problems(self) -> list[IndexProblem]:
+        """Where the ``wf`` entry and the ``age`` index disagree with the records."""
+        workflow_id = workflow_id_of(self.workflow_key)
+        found = [
+            IndexProblem("age", workflow_id, f"no age entry for checkpoint {seq}")
+            for seq in self.missing_age
+        ]
+        if self.entry is None:
+            found.append(IndexProblem("wf", workflow_id, self.entry_problem or "no entry"))
+            return found
+        for name, actual in (
+            ("count", self.records),
+            ("bytes", self.size),
+            ("head_seq", self.head_seq),
+        ):
+            recorded = getattr(self.entry, name)
+            if recorded != actual:
+                found.append(
+                    IndexProblem(
+                        "wf", workflow_id, f"{name} is {recorded}, the records say {actual}"
+                    )
+                )
+        if self.entry.last_seq < self.head_seq:
+            found.append(
+                IndexProblem(
+                    "wf", workflow_id, f"last_seq {self.entry.last_seq} is below {self.head_seq}"
+                )
+            )
+        return found
+
+
+def _check_workflow(txn: ReadTxn, workflow_key: bytes, deep: bool) -> _WorkflowCheck:
+    check = _WorkflowCheck(workflow_key)
+    raw = txn.get(WF, workflow_key)
+    if raw is None:
+        check.entry_problem = "no index entry for a workflow with checkpoints"
+    else:
+        try:
+            check.entry = WorkflowEntry.decode(workflow_key, raw)
+        except StoreCorruptedError:
+            check.entry_problem = "the index entry is damaged"
+    for key, record in txn.scan(CKPT, *workflow_bounds(workflow_key)):
+        check.records += 1
+        check.size += len(record)
+        check.head_seq = seq_of(key)
+        try:
+            created_ns, _, body = records.check(key, record)
+            if deep:
+                records.decode_body(body)
+        except IntegrityError as exc:
+            check.damaged.append(_damaged_record(key, exc.reason))
+            continue
+        except CodecError as exc:
+            check.damaged.append(_damaged_record(key, f"body does not decode: {exc.reason}"))
+            continue
+        check.intact.append((key, created_ns, len(record)))
+        if txn.get(AGE, age_key(created_ns, key)) is None:
+            check.missing_age.append(seq_of(key))
+    return check
+
+
+def _next_workflow(txn: ReadTxn, after: bytes | None) -> tuple[bytes | None, list[bytes]]:
+    """The first workflow key past ``after`` that ``ckpt`` or ``wf`` holds.
+
+    Also returns the malformed ``ckpt`` keys passed on the way there.
+    """
+    low = b"" if after is None else after + b"\x01"
+    malformed: list[bytes] = []
+    candidates: list[bytes] = []
+    for key, _ in txn.scan(CKPT, low):
+        if _is_checkpoint_key(key):
+            candidates.append(_owner(key))
+            break
+        malformed.append(key)
+    entry = next(txn.scan(WF, low), None)
+    if entry is not None:
+        candidates.append(entry[0])
+    return (min(candidates) if candidates else None), malformed
+
+
+def _stale_age_chunk(txn: ReadTxn, low: bytes) -> tuple[list[bytes], bytes | None]:
+    """Stale ``age`` keys in one chunk from ``low``, and the key to go on from (None: the end).
+
+    Stale: pointing at no record, or at a record created at another time.
+    """
+    stale: list[bytes] = []
+    last = None
+    for key, _ in islice(txn.scan(AGE, low), _AGE_CHUNK):
+        last = key
+        created_ns, ckpt_key = split_age_key(key)
+        record = txn.get(CKPT, ckpt_key)
+        if record is None or created_ns_of(record) != created_ns:
+            stale.append(key)
+    return stale, None if last is None else last + b"\x00"
+
+
+def _stale_age_keys(backend: Backend) -> Iterator[bytes]:
+    low: bytes | None = b""
+    while low is not None:
+        stale, low = backend.read(_stale_age_chunk, low)
+        yield from stale
+
+
+@dataclass
+class _Findings:
+    workflows: int = 0
+    records: int = 0
+    size: int = 0
+    damaged: list[DamagedRecord] = field(default_factory=list)
+    problems: list[IndexProblem] = field(default_factory=list)
+    needs_repair: list[bytes] = field(default_factory=list)
+    """Workflow keys with a damaged record or an index problem."""
+
+
+def _examine(
+    backend: Backend, workflow_key: bytes | None, deep: bool, progress: Progress | None
+) -> _Findings:
+    findings = _Findings()
+
+    def examine(key: bytes) -> None:
+        check = backend.read(_check_workflow, key, deep)
+        if check.records == 0 and check.entry is None:
+            return  # no such workflow
+        findings.workflows += 1
+        findings.records += check.records
+        findings.size += check.size
+        problems = check.problems()
+        findings.damaged.extend(check.damaged)
+        findings.problems.extend(problems)
+        if check.damaged or problems:
+            findings.needs_repair.append(key)
+        if progress is not None:
+            progress(findings.records, findings.size)
+
+    if workflow_key is not None:
+        examine(workflow_key)
+        return findings
+    after: bytes | None = None
+    while True:
+        after, malformed = backend.read(_next_workflow, after)
+        findings.damaged.extend(_damaged_record(key, "not a checkpoint key") for key in malformed)
+        if after is None:
+            break
+        examine(after)
+    for key in _stale_age_keys(backend):
+        created_ns, ckpt_key = split_age_key(key)
+        findings.problems.append(
+            IndexProblem(
+                "age",
+                workflow_id_of(_owner(ckpt_key)),
+                f"age entry for checkpoint {seq_of(ckpt_key)} does not match a record "
+                f"created at {created_ns}",
+            )
+        )
+    return findings
+
+
+def verify(
+    backend: Backend,
+    *,
+    workflow_key: bytes | None = None,
+    deep: bool = False,
+    progress: Progress | None = None,
+) -> VerifyReport:
+    """Check every record and index entry, or those of the workflow ``workflow_key``.
+
+    Raises:
+        StoreError: the store cannot be read at all.
+    """
+    started = time.perf_counter()
+    findings = _examine(backend, workflow_key, deep, progress)
+    return VerifyReport(
+        workflows=findings.workflows,
+        records=findings.records,
+        bytes=findings.size,
+        damaged=tuple(findings.damaged),
+        index_problems=tuple(findings.problems),
+        deep=deep,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _repair_workflow(txn: WriteTxn, workflow_key: bytes, now_ns: int) -> tuple[int, bool, int]:
+    """Delete one workflow's damaged records and rewrite its ``wf`` entry from ``ckpt``.
+
+    Returns (records deleted, whether the ``wf`` entry changed, ``age`` entries added).
+    """
+    check = _check_workflow(txn, workflow_key, deep=True)
+    for damaged in check.damaged:
+        txn.delete(CKPT, damaged.key)
+    added = 0
+    for key, created_ns, _ in check.intact:
+        if txn.get(AGE, age_key(created_ns, key)) is None:
+            txn.put(AGE, age_key(created_ns, key), b"")
+            added += 1
+    if not check.intact and check.entry is None:
+        return len(check.damaged), False, added  # nothing is left of it
+    entry = check.entry if check.entry is not None else WorkflowEntry(now_ns)
+    before = entry.encode() if check.entry is not None else b""
+    seqs = [seq_of(key) for key, _, _ in check.intact]
+    entry.count = len(seqs)
+    entry.bytes = sum(size for _, _, size in check.intact)
+    entry.head_seq = seqs[-1] if seqs else 0
+    # Seqs never come back, not even those of the damaged records deleted here.
+    entry.last_seq = max(entry.last_seq, check.head_seq)
+    changed = entry.encode() != before
+    if changed:
+        entry.updated_ns = now_ns
+        txn.put(WF, workflow_key, entry.encode())
+    return len(check.damaged), changed, added
+
+
+def _delete_malformed(txn: WriteTxn, key: bytes) -> None:
+    txn.delete(CKPT, key)
+
+
+def _delete_if_stale(txn: WriteTxn, key: bytes) -> int:
+    created_ns, ckpt_key = split_age_key(key)
+    record = txn.get(CKPT, ckpt_key)
+    if record is not None and created_ns_of(record) == created_ns:
+        return 0  # a writer made it right meanwhile
+    txn.delete(AGE, key)
+    return 1
+
+
+def repair(backend: Backend, *, backup_dir: str | None) -> RepairReport:
+    """Back up, delete damaged records, and rebuild index entries that disagree with them.
+
+    The backup goes to ``backup_dir`` (None: no backup).
+
+    Raises:
+        StoreError: the backup or a write failed; what was committed before stays committed.
+    """
+    started = time.perf_counter()
+    if backup_dir is not None:
+        backend.copy_to(backup_dir)
+    findings = _examine(backend, None, deep=True, progress=None)
+    now_ns = time.time_ns()
+    rebuilt = age_added = 0
+    for workflow_key in findings.needs_repair:
+        _, changed, added = backend.write(_repair_workflow, workflow_key, now_ns)
+        rebuilt += changed
+        age_added += added
+    for damaged in findings.damaged:
+        if damaged.seq is None:
+            backend.write(_delete_malformed, damaged.key)
+    # Deleting damaged records leaves their age entries behind: sweep after the deletes.
+    age_removed = sum(
+        backend.write(_delete_if_stale, key) for key in list(_stale_age_keys(backend))
+    )
+    return RepairReport(
+        backup_path=backup_dir,
+        removed=tuple(findings.damaged),
+        workflows_rebuilt=rebuilt,
+        age_added=age_added,
+        age_removed=age_removed,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def default_backup_dir(store_path: str) -> str:
+    """A new directory beside the store, named after it and the current UTC time."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+    parent, name = os.path.split(store_path.rstrip(os.sep))
+    return os.path.join(parent, f"{name}.backup-{stamp}")

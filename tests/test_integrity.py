@@ -1,0 +1,207 @@
+"""verify, repair and backup against real damage in data.mdb."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import msgpack
+import pytest
+
+from lmdbstate import CheckpointStore, IntegrityError, ReadOnlyStoreError, StoreError
+from lmdbstate.keys import age_key, checkpoint_key
+from lmdbstate.records import build
+
+from .damage import flip_record, raw_delete, raw_items, raw_put
+
+
+def fill(path: Path, workflows: int = 20, per_workflow: int = 100, big_every: int = 0) -> None:
+    rng = random.Random(7)
+    with CheckpointStore(path, durability="async") as store, store.batch() as batch:
+        for w in range(workflows):
+            for n in range(per_workflow):
+                size = 6000 if big_every and n % big_every == 0 else rng.randrange(50, 400)
+                batch.put(f"wf-{w:02d}", {"n": n, "w": w, "pad": "x" * size}, step=n)
+
+
+def file_hash(path: Path) -> str:
+    return hashlib.sha256((path / "data.mdb").read_bytes()).hexdigest()
+
+
+def test_a_clean_store_verifies(store_path: Path) -> None:
+    fill(store_path, workflows=5, per_workflow=40)
+    with CheckpointStore(store_path, readonly=True) as store:
+        seen: list[tuple[int, int]] = []
+        report = store.verify(progress=lambda records, size: seen.append((records, size)))
+        assert report.ok
+        assert (report.workflows, report.records) == (5, 200)
+        assert report.bytes == store.stats().record_bytes
+        assert seen[-1] == (200, report.bytes)
+        assert len(seen) == 5
+        assert store.verify(deep=True).ok
+        one = store.verify(workflow_id="wf-03")
+        assert (one.workflows, one.records) == (1, 40)
+        assert store.verify(workflow_id="missing").workflows == 0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_verify_finds_exactly_the_flipped_records(store_path: Path, seed: int) -> None:
+    fill(store_path, big_every=10)
+    originals = raw_items(store_path, b"ckpt")
+    rng = random.Random(seed)
+    victims = rng.sample(sorted(originals), 10)
+    for key in victims:
+        record = originals[key]
+        flip_record(store_path, record, rng.randrange(len(record)), mask=1 << rng.randrange(8))
+    before = file_hash(store_path)
+    with CheckpointStore(store_path, readonly=True) as store:
+        report = store.verify()
+        assert not report.ok
+        assert sorted(d.key for d in report.damaged) == sorted(victims)  # precision and recall 1
+        assert report.records == 2000
+        for damaged in report.damaged:
+            with pytest.raises(IntegrityError):
+                store.get(damaged.workflow_id or "", damaged.seq or 1)
+    assert file_hash(store_path) == before  # verify never writes
+
+
+def test_deep_verify_decodes_bodies(store_path: Path) -> None:
+    with CheckpointStore(store_path) as store:
+        store.put("wf", 1)
+        store.put("wf", 2)
+    key = checkpoint_key(b"wf", 2)
+    old = raw_items(store_path, b"ckpt")[key]
+    # A record whose digest holds but whose body is not msgpack (a foreign or buggy writer).
+    created_ns = int.from_bytes(old[12:20], "little")
+    new = build(key, b"\xc1", created_ns)
+    raw_put(store_path, b"ckpt", key, new)
+    raw_put(store_path, b"wf", b"wf", _entry_with(store_path, bytes_delta=len(new) - len(old)))
+    with CheckpointStore(store_path, readonly=True) as store:
+        assert store.verify().ok
+        deep = store.verify(deep=True)
+        assert [(d.workflow_id, d.seq) for d in deep.damaged] == [("wf", 2)]
+        assert "does not decode" in deep.damaged[0].reason
+
+
+def _entry_with(path: Path, *, bytes_delta: int = 0, count_delta: int = 0) -> bytes:
+    entry = msgpack.unpackb(raw_items(path, b"wf")[b"wf"])
+    entry[5] += count_delta
+    entry[6] += bytes_delta
+    return msgpack.packb(entry)
+
+
+def test_verify_reports_index_problems(store_path: Path) -> None:
+    fill(store_path, workflows=3, per_workflow=5)
+    entry = msgpack.unpackb(raw_items(store_path, b"wf")[b"wf-00"])
+    entry[5] += 1  # count
+    raw_put(store_path, b"wf", b"wf-00", msgpack.packb(entry))
+    ages = sorted(raw_items(store_path, b"age"))
+    raw_delete(store_path, b"age", ages[0])  # a checkpoint without its age entry
+    raw_put(store_path, b"age", age_key(1, checkpoint_key(b"wf-02", 99)), b"")  # a stale one
+    raw_put(store_path, b"wf", b"wf-01", b"\xc1")  # a damaged entry
+    with CheckpointStore(store_path, readonly=True) as store:
+        report = store.verify()
+    assert report.damaged == ()
+    problems = sorted(
+        (p.table, p.workflow_id, p.reason.split(",")[0]) for p in report.index_problems
+    )
+    assert problems == [
+        ("age", "wf-00", "no age entry for checkpoint 1"),
+        ("age", "wf-02", "age entry for checkpoint 99 does not match a record created at 1"),
+        ("wf", "wf-00", "count is 6"),
+        ("wf", "wf-01", "the index entry is damaged"),
+    ]
+
+
+def test_repair_removes_damage_and_keeps_every_intact_record(
+    store_path: Path, tmp_path: Path
+) -> None:
+    fill(store_path, big_every=10)
+    originals = raw_items(store_path, b"ckpt")
+    rng = random.Random(3)
+    victims = set(rng.sample(sorted(originals), 10))
+    for key in victims:
+        flip_record(store_path, originals[key], rng.randrange(len(originals[key])))
+    raw_delete(store_path, b"wf", b"wf-05")  # and one lost index entry
+    damaged_copy = file_hash(store_path)
+    with CheckpointStore(store_path) as store:
+        report = store.repair(backup_dir=tmp_path / "backup")
+        assert sorted(d.key for d in report.removed) == sorted(victims)
+        assert report.workflows_rebuilt >= 1
+        assert report.age_removed == len(victims)
+        assert store.verify(deep=True).ok
+        assert store.workflow("wf-05").checkpoints == 100 - sum(
+            k.startswith(b"wf-05\x00") for k in victims
+        )
+        # Seqs of deleted records never come back.
+        assert store.put("wf-00", "after").seq == 101
+    after = raw_items(store_path, b"ckpt")
+    intact = {k: v for k, v in originals.items() if k not in victims}
+    assert {k: v for k, v in after.items() if k in intact} == intact  # byte-identical
+    assert set(after) - set(intact) == {checkpoint_key(b"wf-00", 101)}
+    assert file_hash(tmp_path / "backup") != damaged_copy  # compacted, but the same records:
+    with CheckpointStore(tmp_path / "backup", readonly=True) as backup:
+        assert sorted(d.key for d in backup.verify().damaged) == sorted(victims)
+
+
+def test_repair_refuses_read_only_and_an_existing_backup(store_path: Path, tmp_path: Path) -> None:
+    fill(store_path, workflows=1, per_workflow=3)
+    with CheckpointStore(store_path, readonly=True) as store, pytest.raises(ReadOnlyStoreError):
+        store.repair()
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "file").write_text("x")
+    with CheckpointStore(store_path) as store:
+        with pytest.raises(StoreError, match="already exists"):
+            store.repair(backup_dir=tmp_path / "taken")
+        report = store.repair()  # the default backup directory, beside the store
+        assert report.backup_path is not None
+        assert Path(report.backup_path).parent == store_path.parent
+        assert report.removed == ()
+        assert report.workflows_rebuilt == 0
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    from lmdbstate import CheckpointStore
+
+    with CheckpointStore(sys.argv[1], durability="async") as store:
+        n = 0
+        while True:
+            store.put("busy", {"n": n, "pad": "y" * 3000})
+            n += 1
+            if n == 50:
+                print("ready", flush=True)
+    """
+)
+
+
+def test_backup_while_a_writer_runs_is_consistent(store_path: Path, tmp_path: Path) -> None:
+    with CheckpointStore(store_path) as store:
+        store.put("busy", {"n": -1})
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(store_path)], stdout=subprocess.PIPE
+    )
+    try:
+        assert writer.stdout is not None
+        assert writer.stdout.readline() == b"ready\n"
+        with CheckpointStore(store_path, durability="async") as store:
+            copies = [store.backup(tmp_path / f"copy-{i}") for i in range(3)]
+    finally:
+        writer.kill()
+        writer.wait()
+        if writer.stdout is not None:
+            writer.stdout.close()
+    for copy in copies:
+        with CheckpointStore(copy, readonly=True) as backup:
+            report = backup.verify(deep=True)
+            assert report.ok
+            info = backup.workflow("busy")
+            assert info.checkpoints == report.records >= 50
+            latest = backup.latest("busy")
+            assert latest is not None
+            assert latest.state["n"] == info.head_seq - 2
