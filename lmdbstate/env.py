@@ -9,11 +9,13 @@ is closed when the last store using it closes.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, TypeVarTuple, cast
 
@@ -41,6 +43,7 @@ log = logging.getLogger("lmdbstate")
 DEFAULT_MAP_SIZE = 1 << 30
 """Reserved address space, not disk: without writemap the file grows with the data."""
 DEFAULT_MAX_MAP_SIZE = 1 << 40
+DEFAULT_MAX_READERS = 126  # LMDB's own default
 MIN_MAP_SIZE = 64 * 1024
 DURABILITIES = ("sync", "async")
 _MAX_DBS = 8  # the four tables, and room for later ones
@@ -48,11 +51,31 @@ _DATA_FILE = "data.mdb"
 _RESIZE_ATTEMPTS = 100  # opening races other processes' map growth; each retry sees it
 
 
+_IO_ERRORS = (os.strerror(errno.EIO), os.strerror(errno.ENOSPC))
+_LOW_SPACE = 1 << 20
+
+
+def _out_of_space(exc: lmdb.Error, path: str) -> bool:
+    """Whether a failed write came from a full filesystem.
+
+    LMDB reports a full disk as ENOSPC, or as EIO when ``write()`` stopped short, and py-lmdb
+    passes both on as a plain ``lmdb.Error`` whose message is ``strerror``'s: so the message
+    says I/O failed, and the filesystem says whether it is full.
+    """
+    if not any(text in str(exc) for text in _IO_ERRORS):
+        return False
+    try:
+        space = os.statvfs(path)
+    except OSError:
+        return False
+    return space.f_bavail * space.f_frsize < _LOW_SPACE
+
+
 def translate(exc: lmdb.Error, path: str) -> StoreError:
     """The lmdbstate error that stands for an lmdb exception; raise it ``from exc``."""
     if isinstance(exc, lmdb.MapFullError):
         return StoreFullError(f"store {path} is full", path=path)
-    if isinstance(exc, lmdb.DiskError):
+    if isinstance(exc, lmdb.DiskError) or _out_of_space(exc, path):
         return StoreDiskFullError(f"no space left for store {path}: {exc}", path=path)
     if isinstance(exc, lmdb.ReadonlyError):
         return ReadOnlyStoreError(f"store {path} is read-only: {exc}", path=path)
@@ -64,7 +87,7 @@ def translate(exc: lmdb.Error, path: str) -> StoreError:
         return StoreError(
             f"store {path} hit a fatal LMDB error: {exc}",
             path=path,
-            hint="close the store and open it again",
+            hint="the store was reopened at its last commit: retry the operation",
         )
     if isinstance(exc, lmdb.ReadersFullError):
         return StoreError(
@@ -143,16 +166,26 @@ class _LmdbTxn:
         return deleted
 
 
+@dataclass(frozen=True, slots=True)
+class EnvOptions:
+    """How to open an environment (``CheckpointStore`` documents each)."""
+
+    durability: str = "sync"
+    readonly: bool = False
+    map_size: int = DEFAULT_MAP_SIZE
+    max_map_size: int = DEFAULT_MAX_MAP_SIZE
+    max_readers: int = DEFAULT_MAX_READERS
+
+
 class _SharedEnv:
     """One open lmdb environment and what its users in this process share."""
 
-    def __init__(
-        self, path: str, *, durability: str, readonly: bool, map_size: int, max_map_size: int
-    ) -> None:
+    def __init__(self, path: str, options: EnvOptions) -> None:
         self.path = path
-        self.durability = durability
-        self.readonly = readonly
-        self.max_map_size = max_map_size
+        self.durability = options.durability
+        self.readonly = options.readonly
+        self.max_map_size = options.max_map_size
+        self.options = options
         self.users = 0
         self.forked = False
         # Bumped whenever this process changes the map size, which invalidates the read
@@ -161,7 +194,7 @@ class _SharedEnv:
         self.generation = 0
         self.resizing = False
         self.write_lock = threading.Lock()
-        self.env = self._open_env(map_size)
+        self.env = self._open_env(options.map_size, options.max_readers)
         try:
             self.dbs = self._open_dbs()
             cleared = self.env.reader_check()
@@ -171,7 +204,7 @@ class _SharedEnv:
         if cleared:
             log.debug("cleared %d stale reader slots in %s", cleared, path)
 
-    def _open_env(self, map_size: int) -> lmdb.Environment:
+    def _open_env(self, map_size: int, max_readers: int) -> lmdb.Environment:
         for _ in range(_RESIZE_ATTEMPTS):
             try:
                 return lmdb.open(
@@ -179,6 +212,7 @@ class _SharedEnv:
                     subdir=True,
                     map_size=map_size,
                     max_dbs=_MAX_DBS,
+                    max_readers=max_readers,
                     readonly=self.readonly,
                     create=not self.readonly,
                     sync=self.durability == "sync",
@@ -211,6 +245,19 @@ class _SharedEnv:
                 path=self.path,
                 hint="check the path: this is some other program's LMDB environment",
             ) from exc
+
+    def reopen(self) -> None:
+        """Close and open the environment again: the only way out of an LMDB panic.
+
+        After a failed meta-page write LMDB marks the environment fatal and refuses every later
+        transaction; a fresh handle reads the last good commit again.
+        """
+        with self.write_lock:
+            self.env.close()
+            self.env = self._open_env(self.options.map_size, self.options.max_readers)
+            self.dbs = self._open_dbs()
+            self.generation += 1
+        log.warning("reopened %s after a fatal LMDB error", self.path)
 
     def run_read(self, fn: Callable[[ReadTxn, *Ts], T], args: tuple[*Ts]) -> T:
         cleared_readers = False
@@ -279,6 +326,7 @@ class _SharedEnv:
         log.debug("map size of %s is now %d bytes", self.path, self.env.info()["map_size"])
 
     def storage_info(self) -> StorageInfo:
+        readers = self.active_readers()  # before this method's own read transaction
         info = self.env.info()
         main = self.env.stat()
         page_size: int = main["psize"]
@@ -296,9 +344,17 @@ class _SharedEnv:
             map_size=info["map_size"],
             max_map_size=max(self.max_map_size, info["map_size"]),
             page_size=page_size,
-            readers_used=info["num_readers"],
+            readers_used=readers,
             max_readers=info["max_readers"],
         )
+
+    def active_readers(self) -> int:
+        """Reader slots held by a process, live or dead.
+
+        Not LMDB's ``num_readers``: that is a high-water mark and never goes down.
+        """
+        listing: str = self.env.readers()
+        return 0 if "no active readers" in listing else len(listing.strip().splitlines()) - 1
 
     def close(self) -> None:
         if self.forked:
@@ -333,9 +389,7 @@ def _check_location(path: str, readonly: bool) -> None:
         raise StoreNotFoundError(f"no store at {path}", path=path)
 
 
-def _acquire(
-    path: str, *, durability: str, readonly: bool, map_size: int, max_map_size: int
-) -> _SharedEnv:
+def _acquire(path: str, options: EnvOptions) -> _SharedEnv:
     with _registry_lock:
         shared = _registry.get(path)
         if shared is not None:
@@ -345,28 +399,22 @@ def _acquire(
                     f"be opened again in the child",
                     path=path,
                 )
-            if shared.durability != durability:
+            if shared.durability != options.durability:
                 raise StoreInUseError(
                     f"store {path} is already open in this process with durability "
-                    f"{shared.durability!r}, not {durability!r}",
+                    f"{shared.durability!r}, not {options.durability!r}",
                     path=path,
                 )
-            if shared.readonly and not readonly:
+            if shared.readonly and not options.readonly:
                 raise StoreInUseError(
                     f"store {path} is already open read-only in this process",
                     path=path,
                     hint="close the read-only store first, or open the writable one first",
                 )
         else:
-            _check_location(path, readonly)
+            _check_location(path, options.readonly)
             with translated_errors(path):
-                shared = _SharedEnv(
-                    path,
-                    durability=durability,
-                    readonly=readonly,
-                    map_size=map_size,
-                    max_map_size=max_map_size,
-                )
+                shared = _SharedEnv(path, options)
             _registry[path] = shared
         shared.users += 1
         return shared
@@ -386,25 +434,11 @@ def _release(shared: _SharedEnv) -> None:
 class LmdbBackend:
     """The ``kv.Backend`` interface over an LMDB environment directory."""
 
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        *,
-        durability: str = "sync",
-        readonly: bool = False,
-        map_size: int = DEFAULT_MAP_SIZE,
-        max_map_size: int = DEFAULT_MAX_MAP_SIZE,
-    ) -> None:
+    def __init__(self, path: str | os.PathLike[str], options: EnvOptions) -> None:
         self.location = os.path.realpath(Path(path))
-        self.readonly = readonly
+        self.readonly = options.readonly
         self._closed = False
-        self._shared = _acquire(
-            self.location,
-            durability=durability,
-            readonly=readonly,
-            map_size=map_size,
-            max_map_size=max_map_size,
-        )
+        self._shared = _acquire(self.location, options)
 
     def _usable(self) -> _SharedEnv:
         if self._closed:
@@ -422,7 +456,7 @@ class LmdbBackend:
         try:
             return shared.run_read(fn, args)
         except lmdb.Error as exc:
-            raise translate(exc, self.location) from exc
+            raise self._failed(exc) from exc
 
     def write(self, fn: Callable[[WriteTxn, *Ts], T], *args: *Ts) -> T:
         """Run ``fn(txn, *args)`` in a write transaction and commit; grow the map when full."""
@@ -432,7 +466,14 @@ class LmdbBackend:
         try:
             return shared.run_write(fn, args)
         except lmdb.Error as exc:
-            raise translate(exc, self.location) from exc
+            raise self._failed(exc) from exc
+
+    def _failed(self, exc: lmdb.Error) -> StoreError:
+        """The error to raise for ``exc``; after a panic, the environment is reopened first."""
+        if isinstance(exc, lmdb.PanicError):
+            with translated_errors(self.location):
+                self._shared.reopen()
+        return translate(exc, self.location)
 
     def copy_to(self, dest: str) -> None:
         """A compacted, consistent hot copy of the environment into the new directory ``dest``.

@@ -20,7 +20,15 @@ from types import TracebackType
 from typing import Any
 
 from . import codec, integrity, records
-from .env import DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE, DURABILITIES, MIN_MAP_SIZE, LmdbBackend
+from .env import (
+    DEFAULT_MAP_SIZE,
+    DEFAULT_MAX_MAP_SIZE,
+    DEFAULT_MAX_READERS,
+    DURABILITIES,
+    MIN_MAP_SIZE,
+    EnvOptions,
+    LmdbBackend,
+)
 from .errors import (
     CheckpointNotFoundError,
     CodecError,
@@ -309,6 +317,9 @@ class CheckpointStore:
         max_map_size: the map grows by doubling up to this; beyond it writes fail with
             ``StoreFullError``.
         readonly: open for reading only; writes raise ``ReadOnlyStoreError``.
+        max_readers: LMDB's reader table size; the first process to open the store sets it,
+            so every process should pass the same value. Slots of killed readers are reclaimed
+            on open and whenever the table is found full.
 
     Raises:
         ConfigError: a bad option.
@@ -326,6 +337,7 @@ class CheckpointStore:
         map_size: int = DEFAULT_MAP_SIZE,
         max_map_size: int = DEFAULT_MAX_MAP_SIZE,
         readonly: bool = False,
+        max_readers: int = DEFAULT_MAX_READERS,
     ) -> None:
         if durability not in DURABILITIES:
             raise ConfigError(
@@ -340,18 +352,15 @@ class CheckpointStore:
             raise ConfigError(
                 f"max_map_size ({max_map_size}) is smaller than map_size ({map_size})"
             )
+        if type(max_readers) is not int or max_readers < 1:
+            raise ConfigError(f"max_readers must be an int of at least 1, not {max_readers!r}")
         self._durability: Durability = durability
         self._backend: Backend
         if os.fspath(path) == MEMORY_PATH:
             self._backend = MemoryBackend(readonly=readonly)
         else:
-            self._backend = LmdbBackend(
-                path,
-                durability=durability,
-                readonly=readonly,
-                map_size=map_size,
-                max_map_size=max_map_size,
-            )
+            options = EnvOptions(durability, readonly, map_size, max_map_size, max_readers)
+            self._backend = LmdbBackend(path, options)
         try:
             self._format = self._open_format()
         except BaseException:

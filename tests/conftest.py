@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from lmdbstate import CheckpointStore
+from lmdbstate.memory import MEMORY_PATH
 
 TINY_MAP = 64 * 1024
 """Small enough that a few puts outgrow it: map growth runs in ordinary tests."""
@@ -16,13 +18,15 @@ CONFIGURATIONS = {
     "sync": {"durability": "sync"},
     "async": {"durability": "async"},
     "tiny-map": {"durability": "async", "map_size": TINY_MAP},
+    "memory": {"path": MEMORY_PATH},
 }
 
 
 @pytest.fixture(params=sorted(CONFIGURATIONS))
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CheckpointStore]:
     """A fresh writable store in each configuration the contract must hold in."""
-    with CheckpointStore(tmp_path / "store", **CONFIGURATIONS[request.param]) as opened:
+    options: dict[str, Any] = {"path": tmp_path / "store", **CONFIGURATIONS[request.param]}
+    with CheckpointStore(**options) as opened:
         yield opened
 
 

@@ -83,16 +83,19 @@ def test_full_map_raises_and_leaves_nothing_half_written(store_path: Path) -> No
         assert store.put("wf", {"n": "after"}).seq == written + 1
 
 
-def test_two_processes_write_concurrently_from_a_tiny_map(store_path: Path) -> None:
+def test_four_processes_write_concurrently_from_a_tiny_map(store_path: Path) -> None:
     with CheckpointStore(store_path, durability="async", map_size=TINY_MAP):
         pass
-    run_writers(store_path, ["one", "two", "three"], count=300, size=2000)
+    workflows = ["one", "two", "three", "four"]
+    run_writers(store_path, workflows, count=300, size=2000)
     with CheckpointStore(store_path, readonly=True) as store:
-        for workflow_id in ("one", "two", "three"):
+        for workflow_id in workflows:
             infos = list(store.history(workflow_id))
             assert [i.seq for i in infos] == list(range(1, 301))
             assert [store.get(workflow_id, i.seq).state["n"] for i in infos] == list(range(300))
-        assert store.stats().checkpoints == 900
+        assert store.stats().checkpoints == 1200
+        assert store.stats().map_size > 2 * 1024 * 1024  # grown many times over, by four processes
+        assert store.verify().ok
 
 
 def test_a_store_adopts_growth_by_another_process(store_path: Path) -> None:
