@@ -2,6 +2,7 @@
 
 from importlib import metadata as _metadata
 
+from .config import Config, ConfigWatcher, load_config
 from .errors import (
     CheckpointNotFoundError,
     CodecError,
@@ -26,7 +27,17 @@ from .errors import (
     UnsupportedFormatError,
     WorkflowNotFoundError,
 )
-from .models import Checkpoint, CheckpointInfo, StoreStats, WorkflowInfo
+from .memory import MEMORY_PATH
+from .models import (
+    Checkpoint,
+    CheckpointInfo,
+    DamagedRecord,
+    IndexProblem,
+    RepairReport,
+    StoreStats,
+    VerifyReport,
+    WorkflowInfo,
+)
 from .store import Batch, CheckpointStore
 
 try:
@@ -41,16 +52,22 @@ __all__ = [
     "CheckpointNotFoundError",
     "CheckpointStore",
     "CodecError",
+    "Config",
     "ConfigError",
+    "ConfigWatcher",
+    "DamagedRecord",
     "ForkedStoreError",
+    "IndexProblem",
     "IntegrityError",
     "InvalidInputError",
     "InvalidSeqError",
     "InvalidStatusError",
     "InvalidWorkflowIdError",
     "LmdbStateError",
+    "MEMORY_PATH",
     "NotFoundError",
     "ReadOnlyStoreError",
+    "RepairReport",
     "SequenceConflictError",
     "StoreClosedError",
     "StoreCorruptedError",
@@ -61,7 +78,9 @@ __all__ = [
     "StoreNotFoundError",
     "StoreStats",
     "UnsupportedFormatError",
+    "VerifyReport",
     "WorkflowInfo",
     "WorkflowNotFoundError",
     "__version__",
+    "load_config",
 ]
