@@ -34,6 +34,7 @@ from .errors import (
     UnsupportedFormatError,
 )
 from .kv import TABLES, ReadTxn, StorageInfo, WriteTxn
+from .lmdbfile import preflight
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -413,6 +414,9 @@ def _acquire(path: str, options: EnvOptions) -> _SharedEnv:
                 )
         else:
             _check_location(path, options.readonly)
+            if os.path.exists(os.path.join(path, _DATA_FILE)):
+                # Before LMDB maps the file: damage it would crash on becomes a typed error.
+                preflight(path)
             with translated_errors(path):
                 shared = _SharedEnv(path, options)
             _registry[path] = shared
