@@ -33,12 +33,14 @@ from .models import (
     CheckpointInfo,
     DamagedRecord,
     IndexProblem,
+    RecoverReport,
     RepairReport,
     StoreStats,
     VerifyReport,
     WorkflowInfo,
+    WorkflowRecovery,
 )
-from .store import Batch, CheckpointStore
+from .store import Batch, CheckpointStore, recover
 
 try:
     __version__ = _metadata.version("lmdbstate")
@@ -67,6 +69,7 @@ __all__ = [
     "MEMORY_PATH",
     "NotFoundError",
     "ReadOnlyStoreError",
+    "RecoverReport",
     "RepairReport",
     "SequenceConflictError",
     "StoreClosedError",
@@ -81,6 +84,8 @@ __all__ = [
     "VerifyReport",
     "WorkflowInfo",
     "WorkflowNotFoundError",
+    "WorkflowRecovery",
     "__version__",
     "load_config",
+    "recover",
 ]

@@ -379,6 +379,16 @@ def _mark_forked() -> None:
 os.register_at_fork(after_in_child=_mark_forked)
 
 
+def require_new_directory(path: str) -> None:
+    """Refuse a destination for a copy that exists and is not an empty directory.
+
+    Raises:
+        StoreError: it does.
+    """
+    if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
+        raise StoreError(f"{path} already exists", path=path, hint="give a new or empty directory")
+
+
 def _check_location(path: str, readonly: bool) -> None:
     if os.path.exists(path) and not os.path.isdir(path):
         raise StoreError(
@@ -489,10 +499,7 @@ class LmdbBackend:
             StoreError: ``dest`` exists and is not an empty directory, or the copy failed.
         """
         shared = self._usable()
-        if os.path.exists(dest) and (not os.path.isdir(dest) or os.listdir(dest)):
-            raise StoreError(
-                f"{dest} already exists", path=dest, hint="give a new or empty directory"
-            )
+        require_new_directory(dest)
         with translated_errors(self.location):
             os.makedirs(dest, exist_ok=True)
             shared.env.copy(dest, compact=True)

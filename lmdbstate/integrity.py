@@ -1,4 +1,4 @@
-"""Verify, repair and back up a store.
+"""Verify, repair, recover and back up a store.
 
 ``verify`` reads every record and checks its header and digest (and, with ``deep``, decodes its
 body), then checks the ``wf`` and ``age`` indexes against ``ckpt``. It never writes. Each
@@ -7,10 +7,16 @@ workflow is checked inside one read transaction, and the ``age`` index in chunks
 
 ``repair`` backs the store up, deletes damaged records, and rebuilds the index entries that
 disagree with ``ckpt``, one workflow per write transaction.
+
+``recover`` copies every intact record of a store, even one LMDB refuses to open, into a fresh
+store. It reads the source file itself (``lmdbfile``), never through LMDB and never writing:
+first the B-tree of the newest valid snapshot, then, when that walk could not read everything
+or a meta page is damaged, every page of the file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import time
@@ -23,7 +29,15 @@ from .errors import CodecError, IntegrityError, StoreCorruptedError
 from .index import WorkflowEntry, created_ns_of, workflow_id_of
 from .keys import SEQ_BYTES, age_key, seq_of, split_age_key, workflow_bounds
 from .kv import AGE, CKPT, WF, Backend, ReadTxn, WriteTxn
-from .models import DamagedRecord, IndexProblem, RepairReport, VerifyReport
+from .lmdbfile import DataFile, LeafItem, Skipped
+from .models import (
+    DamagedRecord,
+    IndexProblem,
+    RecoverReport,
+    RepairReport,
+    VerifyReport,
+    WorkflowRecovery,
+)
 
 Progress = Callable[[int, int], None]
 """Called with (records checked so far, bytes checked so far)."""
@@ -325,3 +339,130 @@ def default_backup_dir(store_path: str) -> str:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
     parent, name = os.path.split(store_path.rstrip(os.sep))
     return os.path.join(parent, f"{name}.backup-{stamp}")
+
+
+@dataclass
+class _Salvage:
+    """What ``recover`` found in the source, key by key."""
+
+    records: dict[bytes, tuple[bytes, int, bool]] = field(default_factory=dict)
+    """ckpt key -> (record, created_ns, found only by the page scan)."""
+    entries: dict[bytes, WorkflowEntry] = field(default_factory=dict)
+    damaged: dict[bytes, DamagedRecord] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    txnid: int | None = None
+    walk_complete: bool = False
+
+    def offer(self, key: bytes, value: bytes, *, from_scan: bool) -> None:
+        """Keep ``value`` as the record of ``key`` if it proves whole and is the best copy.
+
+        The snapshot's own copy wins; among copies only the scan found, the newest does. A
+        value the scan finds that does not check out is not reported: most leaves of a file
+        are not checkpoint records at all.
+        """
+        try:
+            created_ns, _, body = records.check(key, value)
+            records.decode_body(body)
+        except (IntegrityError, CodecError) as exc:
+            if not from_scan:
+                reason = exc.reason if isinstance(exc, IntegrityError) else "body does not decode"
+                self.damaged[key] = _damaged_record(key, reason)
+            return
+        kept = self.records.get(key)
+        if kept is None or (kept[2] and from_scan and created_ns > kept[1]):
+            self.records[key] = (value, created_ns, from_scan)
+            self.damaged.pop(key, None)  # a whole copy of a record damaged in the snapshot
+
+
+def _walk_snapshot(data: DataFile, salvage: _Salvage) -> None:
+    meta = data.current
+    if meta is None:
+        return
+    salvage.txnid = meta.txnid
+    catalog = data.databases(meta)
+    salvage.skipped.extend(str(item) for item in catalog.skipped)
+    complete = not catalog.skipped and CKPT.encode() in catalog.databases
+    for table, record in catalog.databases.items():
+        if table not in (CKPT.encode(), WF.encode()):
+            continue
+        for item in data.walk(record.root):
+            if isinstance(item, Skipped):
+                salvage.skipped.append(str(item))
+                complete = False
+            elif table == WF.encode():
+                with contextlib.suppress(StoreCorruptedError):  # rebuilt from the records
+                    salvage.entries[item.key] = WorkflowEntry.decode(item.key, item.value)
+            elif _is_checkpoint_key(item.key):
+                salvage.offer(item.key, item.value, from_scan=False)
+            else:
+                salvage.damaged[item.key] = _damaged_record(item.key, "not a checkpoint key")
+    salvage.walk_complete = complete
+
+
+def _scan_pages(data: DataFile, salvage: _Salvage) -> None:
+    for item in data.scan():
+        if isinstance(item, LeafItem) and _is_checkpoint_key(item.key):
+            salvage.offer(item.key, item.value, from_scan=True)
+
+
+def _restore_workflow(
+    txn: WriteTxn,
+    workflow_key: bytes,
+    found: list[tuple[bytes, bytes, int]],
+    entry: WorkflowEntry,
+) -> None:
+    for key, record, created_ns in found:
+        txn.put(CKPT, key, record)
+        txn.put(AGE, age_key(created_ns, key), b"")
+    head = seq_of(found[-1][0])
+    entry.count = len(found)
+    entry.bytes = sum(len(record) for _, record, _ in found)
+    entry.head_seq = head
+    entry.last_seq = max(entry.last_seq, head)
+    entry.extras.pop("lease", None)  # whoever held it is gone: the copy starts unclaimed
+    txn.put(WF, workflow_key, entry.encode())
+
+
+def recover(source: str, dest: Backend, *, dest_path: str) -> RecoverReport:
+    """Copy every intact record of the store at ``source`` into the new, empty store ``dest``.
+
+    Raises:
+        StoreNotFoundError: no data file at ``source``.
+        StoreCorruptedError: the source is not an LMDB file, or damaged beyond reading.
+    """
+    started = time.perf_counter()
+    salvage = _Salvage()
+    with DataFile(source) as data:
+        _walk_snapshot(data, salvage)
+        if not salvage.walk_complete or not all(meta.valid for meta in data.metas):
+            # A damaged meta page may have been the newest: its commit's pages are only
+            # reachable by scanning. So are records under a page the walk could not read.
+            _scan_pages(data, salvage)
+    now_ns = time.time_ns()
+    by_workflow: dict[bytes, list[tuple[bytes, bytes, int]]] = {}
+    for key in sorted(salvage.records):
+        record, created_ns, _ = salvage.records[key]
+        by_workflow.setdefault(_owner(key), []).append((key, record, created_ns))
+    workflows: list[WorkflowRecovery] = []
+    for workflow_key in sorted(set(by_workflow) | set(salvage.entries)):
+        found = by_workflow.get(workflow_key, [])
+        source_entry = salvage.entries.get(workflow_key)
+        lost = None if source_entry is None else max(0, source_entry.count - len(found))
+        if found:
+            entry = source_entry if source_entry is not None else WorkflowEntry(now_ns)
+            dest.write(_restore_workflow, workflow_key, found, entry)
+        from_scan = sum(salvage.records[key][2] for key, _, _ in found)
+        workflows.append(
+            WorkflowRecovery(workflow_id_of(workflow_key), len(found), from_scan, lost)
+        )
+    return RecoverReport(
+        source=source,
+        dest=dest_path,
+        snapshot_txnid=salvage.txnid,
+        recovered=len(salvage.records),
+        from_scan=sum(found_by_scan for _, _, found_by_scan in salvage.records.values()),
+        damaged=tuple(salvage.damaged[key] for key in sorted(salvage.damaged)),
+        skipped_pages=tuple(salvage.skipped),
+        workflows=tuple(workflows),
+        seconds=time.perf_counter() - started,
+    )

@@ -10,14 +10,13 @@ transactions: a read sees either all of a commit or none of it.
 
 from __future__ import annotations
 
-import os
 import threading
 from bisect import bisect_left, insort
 from collections.abc import Callable, Iterator
 from typing import TypeVar, TypeVarTuple
 
-from .env import EnvOptions, LmdbBackend
-from .errors import ReadOnlyStoreError, StoreClosedError, StoreError
+from .env import EnvOptions, LmdbBackend, require_new_directory
+from .errors import ReadOnlyStoreError, StoreClosedError
 from .kv import TABLES, ReadTxn, StorageInfo, WriteTxn
 
 T = TypeVar("T")
@@ -262,10 +261,7 @@ class MemoryBackend:
                 (name, [(key, table.values[key]) for key in table.keys])
                 for name, table in self._tables.items()
             ]
-        if os.path.exists(dest) and (not os.path.isdir(dest) or os.listdir(dest)):
-            raise StoreError(
-                f"{dest} already exists", path=dest, hint="give a new or empty directory"
-            )
+        require_new_directory(dest)
         copy = LmdbBackend(dest, EnvOptions())
         try:
             copy.write(_put_all, snapshot)

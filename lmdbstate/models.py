@@ -163,3 +163,66 @@ class RepairReport:
     age_added: int
     age_removed: int
     seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowRecovery:
+    """What ``recover()`` got back of one workflow."""
+
+    workflow_id: str
+    recovered: int
+    from_scan: int
+    """How many of the recovered checkpoints only the page scan found (see ``RecoverReport``)."""
+    lost: int | None
+    """Checkpoints the source's index counted that were not recovered; None when the source's
+    index entry for the workflow could not be read."""
+
+
+@dataclass(frozen=True, slots=True)
+class RecoverReport:
+    """What ``recover()`` salvaged from a damaged store into a fresh one."""
+
+    source: str
+    dest: str
+    snapshot_txnid: int | None
+    """The LMDB transaction whose B-tree was walked; None when no meta page was usable."""
+    recovered: int
+    from_scan: int
+    """Records found only by scanning pages. A scan also finds copies that LMDB had freed, so
+    such a record may be one that was deleted, or one from a commit newer than the snapshot."""
+    damaged: tuple[DamagedRecord, ...]
+    """Records reached that failed their checks; not copied."""
+    skipped_pages: tuple[str, ...]
+    """Pages or nodes of the source that could not be read, and why."""
+    workflows: tuple[WorkflowRecovery, ...]
+    seconds: float
+
+    @property
+    def complete(self) -> bool:
+        """True when nothing was found damaged, unreadable, or missing."""
+        return (
+            not self.damaged and not self.skipped_pages and all(w.lost == 0 for w in self.workflows)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """An executor's claim on a workflow, kept in the workflow's ``wf`` entry."""
+
+    workflow_id: str
+    owner: str
+    """A random token naming the holder: only it may renew or release the lease."""
+    pid: int
+    host: str
+    pid_started: int | None
+    """When the holder process started (clock ticks after boot, from ``/proc``), so that a
+    process that reused the pid is not taken for the holder; None where it is unknown."""
+    acquired_ns: int
+    renewed_ns: int
+    ttl_ns: int
+    """How long after ``renewed_ns`` the lease expires unless renewed."""
+
+    @property
+    def expires_ns(self) -> int:
+        """When the lease expires unless renewed."""
+        return self.renewed_ns + self.ttl_ns

@@ -28,6 +28,7 @@ from .env import (
     MIN_MAP_SIZE,
     EnvOptions,
     LmdbBackend,
+    require_new_directory,
 )
 from .errors import (
     CheckpointNotFoundError,
@@ -39,6 +40,7 @@ from .errors import (
     ReadOnlyStoreError,
     SequenceConflictError,
     StoreCorruptedError,
+    StoreError,
     UnsupportedFormatError,
 )
 from .index import (
@@ -65,6 +67,7 @@ from .models import (
     Checkpoint,
     CheckpointInfo,
     Durability,
+    RecoverReport,
     RepairReport,
     Status,
     StoreStats,
@@ -741,3 +744,30 @@ def _delete_checkpoint(txn: WriteTxn, workflow_key: bytes, seq: int) -> int:
         entry.head_seq = 0 if previous is None else seq_of(previous[0])
     txn.put(WF, workflow_key, entry.encode())
     return 1
+
+
+def recover(source: str | os.PathLike[str], dest: str | os.PathLike[str]) -> RecoverReport:
+    """Copy every intact checkpoint of the store at ``source`` into a new store at ``dest``.
+
+    Works where LMDB refuses to open the source (a damaged meta page, unreadable tree pages):
+    the source's file is read page by page, never through LMDB and never written. Records
+    whose digest fails are left out and reported; index entries are rebuilt in ``dest``.
+
+    Args:
+        source: the damaged store's directory (or its ``data.mdb``).
+        dest: a new or empty directory for the recovered store.
+
+    Raises:
+        StoreNotFoundError: no data file at ``source``.
+        StoreCorruptedError: the source is damaged beyond reading (no meta page and no page).
+        StoreError: ``dest`` exists and is not empty, or is the source.
+    """
+    source_path, dest_path = os.fspath(source), os.fspath(dest)
+    require_new_directory(dest_path)
+    source_dir = source_path if os.path.isdir(source_path) else os.path.dirname(source_path)
+    if os.path.realpath(source_dir) == os.path.realpath(dest_path):
+        raise StoreError(
+            f"{dest_path} is the source itself", path=dest_path, hint="recover into a new directory"
+        )
+    with CheckpointStore(dest_path) as fresh:
+        return integrity.recover(source_path, fresh._backend, dest_path=dest_path)

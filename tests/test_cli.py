@@ -27,7 +27,7 @@ from lmdbstate import CheckpointInfo, CheckpointStore, WorkflowInfo, __version__
 from lmdbstate.cli import app, render
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
-COMMANDS = ("list", "show", "history", "stats", "delete", "verify", "repair", "backup")
+COMMANDS = ("list", "show", "history", "stats", "delete", "verify", "repair", "backup", "recover")
 
 STATE_1 = {"n": 1}
 RICH_STATE = {
@@ -999,3 +999,26 @@ def test_backup_writes_a_store_that_verifies(
     again = invoke(runner, "backup", str(tmp_path / "copy"), store=filled.path)
     assert again.exit_code == 1
     assert error_lines(again)[0] == f"error: {tmp_path / 'copy'} already exists"
+
+
+def test_recover_copies_every_intact_checkpoint(
+    runner: CliRunner, filled: Filled, tmp_path: Path
+) -> None:
+    damage(filled.path, b"ckpt", checkpoint_key("wf-a", 2), 30)
+    result = invoke(runner, "recover", str(filled.path), str(tmp_path / "new"), "--json")
+    assert result.exit_code == 3, result.output  # something was lost
+    report = json.loads(result.stdout)
+    assert (report["recovered"], report["from_scan"], report["complete"]) == (3, 0, False)
+    assert [(d["workflow_id"], d["seq"]) for d in report["damaged"]] == [("wf-a", 2)]
+    lost = {w["workflow_id"]: w["lost"] for w in report["workflows"]}
+    assert lost == {"wf-a": 1, "wf-b": 0, "wf-c": 0}
+    assert invoke(runner, "verify", store=tmp_path / "new").exit_code == 0
+    table = invoke(runner, "recover", str(tmp_path / "new"), str(tmp_path / "again"))
+    assert table.exit_code == 0, table.output
+    assert table.stdout.startswith("recovered 3 checkpoints into")
+
+
+def test_recover_refuses_a_used_destination(runner: CliRunner, filled: Filled) -> None:
+    result = invoke(runner, "recover", str(filled.path), str(filled.path))
+    assert result.exit_code == 1
+    assert error_lines(result)[0] == f"error: {filled.path} already exists"

@@ -15,6 +15,7 @@ import typer
 from .. import __version__
 from ..errors import IntegrityError, LmdbStateError, StoreCorruptedError
 from ..store import DEFAULT_PATH, CheckpointStore
+from ..store import recover as recover_store
 from . import render
 
 EXIT_ERROR = 1
@@ -87,14 +88,14 @@ def root(
 
 
 @contextmanager
-def _store(ctx: typer.Context, *, readonly: bool = True) -> Iterator[CheckpointStore]:
-    """Open the store for one command, and turn every error inside into a line and an exit code.
+def _errors_handled() -> Iterator[None]:
+    """Turn every error inside into one line on stderr and an exit code.
 
-    This is the one place where the CLI handles errors: every command runs inside it.
+    This is the one place where the CLI handles errors: every command runs inside it, most
+    through ``_store``.
     """
     try:
-        with CheckpointStore(ctx.obj, readonly=readonly) as store:
-            yield store
+        yield
     except (typer.Exit, typer.Abort):
         raise
     except LmdbStateError as exc:
@@ -110,6 +111,13 @@ def _store(ctx: typer.Context, *, readonly: bool = True) -> Iterator[CheckpointS
             hint="this is a bug in lmdbstate; set LMDBSTATE_DEBUG=1 to see the traceback",
         )
         raise typer.Exit(EXIT_ERROR) from None
+
+
+@contextmanager
+def _store(ctx: typer.Context, *, readonly: bool = True) -> Iterator[CheckpointStore]:
+    """Open the store for one command, with errors handled."""
+    with _errors_handled(), CheckpointStore(ctx.obj, readonly=readonly) as store:
+        yield store
 
 
 @app.command("list")
@@ -251,6 +259,29 @@ def backup(
     with _store(ctx) as store:
         target = store.backup(dest)
     render.backup_done(target, as_json=as_json)
+
+
+@app.command()
+def recover(
+    source: Annotated[
+        Path, typer.Argument(metavar="SRC", help="The damaged store's directory (read only).")
+    ],
+    dest: Annotated[
+        Path, typer.Argument(metavar="DEST", help="A new or empty directory for the new store.")
+    ],
+    as_json: JsonFlag = False,
+) -> None:
+    """Copy every intact checkpoint of a damaged store into a new store.
+
+    Reads SRC page by page without LMDB, so it works where LMDB refuses to open the store,
+    and never writes to it. --store is not used: SRC is named explicitly. Exits 3 when
+    anything could not be recovered.
+    """
+    with _errors_handled():
+        report = recover_store(source, dest)
+    render.recover_report(report, as_json=as_json)
+    if not report.complete:
+        raise typer.Exit(EXIT_DAMAGE)
 
 
 def _confirmed(question: str) -> bool:

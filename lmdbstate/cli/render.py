@@ -36,6 +36,7 @@ from ..models import (
     Checkpoint,
     CheckpointInfo,
     DamagedRecord,
+    RecoverReport,
     RepairReport,
     StoreStats,
     VerifyReport,
@@ -353,3 +354,38 @@ def backup_done(path: str, *, as_json: bool) -> None:
         emit_json({"backup": path})
     else:
         message(f"backup written to {path}")
+
+
+def recover_report(report: RecoverReport, *, as_json: bool) -> None:
+    """The ``recover`` command's output."""
+    if as_json:
+        data = dataclasses.asdict(report)
+        data["complete"] = report.complete
+        data["damaged"] = [_damaged_dict(d) for d in report.damaged]
+        emit_json(data)
+        return
+    snapshot = (
+        "no usable meta page"
+        if report.snapshot_txnid is None
+        else (f"snapshot of transaction {report.snapshot_txnid}")
+    )
+    message(
+        f"recovered {report.recovered} checkpoints into {report.dest} ({snapshot}; "
+        f"{report.from_scan} found only by scanning pages) in {report.seconds:.2f} s"
+    )
+    rows = (
+        (w.workflow_id, str(w.recovered), str(w.from_scan), "?" if w.lost is None else str(w.lost))
+        for w in report.workflows
+    )
+    columns = (Column("workflow", overflow="fold"), "recovered", "from scan", "lost")
+    _table(columns, rows, empty="no workflows found")
+    if report.damaged:
+        message(f"{len(report.damaged)} damaged checkpoints left out:")
+        _damaged_table(report.damaged)
+    for skipped in report.skipped_pages:
+        message(f"unreadable: {skipped}")
+    if report.from_scan:
+        message(
+            "records found only by scanning may be copies LMDB had freed (deleted checkpoints) "
+            "or commits newer than the snapshot: check them with `lmdbstate history`"
+        )
