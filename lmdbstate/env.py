@@ -34,7 +34,7 @@ from .errors import (
     UnsupportedFormatError,
 )
 from .kv import TABLES, ReadTxn, StorageInfo, WriteTxn
-from .lmdbfile import preflight
+from .lmdbfile import DataFile, preflight
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -49,6 +49,7 @@ MIN_MAP_SIZE = 64 * 1024
 DURABILITIES = ("sync", "async")
 _MAX_DBS = 8  # the four tables, and room for later ones
 _DATA_FILE = "data.mdb"
+_SNAPSHOT_ATTEMPTS = 50  # tries to read a meta page naming the transaction just begun
 _RESIZE_ATTEMPTS = 100  # opening races other processes' map growth; each retry sees it
 
 
@@ -349,6 +350,32 @@ class _SharedEnv:
             max_readers=info["max_readers"],
         )
 
+    def check_structure(self) -> tuple[str, ...]:
+        """Problems in the shape of every table's B-tree, read from the file, not through LMDB.
+
+        A read transaction pins the snapshot while the file is read: LMDB reuses no page of a
+        snapshot a reader holds, so writers may go on meanwhile.
+        """
+        for _ in range(_SNAPSHOT_ATTEMPTS):
+            with self.env.begin() as txn, DataFile(self.path) as data:
+                meta = next((m for m in data.metas if m.valid and m.txnid == txn.id()), None)
+                if meta is None:
+                    continue  # commits landed since the transaction began: pin a newer one
+                catalog = data.databases(meta)
+                problems = [str(item) for item in catalog.skipped]
+                for table in TABLES:
+                    record = catalog.databases.get(table.encode("ascii"))
+                    if record is None:
+                        problems.append(f"the {table!r} database is missing")
+                    else:
+                        problems.extend(f"{table}: {item}" for item in data.check_tree(record))
+                return tuple(problems)
+        raise StoreError(
+            f"store {self.path} kept changing: no snapshot could be pinned to check",
+            path=self.path,
+            hint="run verify again, or when fewer writers run",
+        )
+
     def active_readers(self) -> int:
         """Reader slots held by a process, live or dead.
 
@@ -503,6 +530,12 @@ class LmdbBackend:
         with translated_errors(self.location):
             os.makedirs(dest, exist_ok=True)
             shared.env.copy(dest, compact=True)
+
+    def check_structure(self) -> tuple[str, ...]:
+        """Problems in the shape of the B-trees, read from the file without LMDB."""
+        shared = self._usable()
+        with translated_errors(self.location):
+            return shared.check_structure()
 
     def storage_info(self) -> StorageInfo:
         """Page and file sizes, map size and reader slots of the environment."""

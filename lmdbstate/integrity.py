@@ -244,6 +244,20 @@ def verify(
         StoreError: the store cannot be read at all.
     """
     started = time.perf_counter()
+    structure = backend.check_structure()
+    if structure:
+        # Reading the records goes through LMDB, which does not check its pages and can abort
+        # the process on a damaged one: report the pages and stop.
+        return VerifyReport(
+            workflows=0,
+            records=0,
+            bytes=0,
+            damaged=(),
+            index_problems=(),
+            deep=deep,
+            seconds=time.perf_counter() - started,
+            structure_problems=structure,
+        )
     findings = _examine(backend, workflow_key, deep, progress)
     return VerifyReport(
         workflows=findings.workflows,
@@ -308,6 +322,15 @@ def repair(backend: Backend, *, backup_dir: str | None) -> RepairReport:
         StoreError: the backup or a write failed; what was committed before stays committed.
     """
     started = time.perf_counter()
+    structure = backend.check_structure()
+    if structure:
+        raise StoreCorruptedError(
+            f"store {backend.location} has damaged pages: {structure[0]}"
+            + (f" (and {len(structure) - 1} more)" if len(structure) > 1 else ""),
+            path=backend.location,
+            hint="repair mends records, not pages: `lmdbstate recover SRC DEST` copies every "
+            "intact checkpoint into a new store",
+        )
     if backup_dir is not None:
         backend.copy_to(backup_dir)
     findings = _examine(backend, None, deep=True, progress=None)

@@ -87,6 +87,10 @@ class Backend(Protocol):
         """Sizes and counters of the underlying storage."""
         ...
 
+    def check_structure(self) -> tuple[str, ...]:
+        """Problems in the storage's own structure that reading through it could trip on."""
+        ...
+
     def copy_to(self, dest: str) -> None:
         """Write a consistent copy of every table into a new LMDB store at ``dest``."""
         ...

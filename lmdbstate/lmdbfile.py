@@ -618,6 +618,95 @@ class DataFile:
         else:
             yield Skipped(pgno, f"page flags {page.flags:#06x} where a branch or leaf belongs")
 
+    def check_tree(self, record: DbRecord) -> list[Skipped]:
+        """Check the shape of the B-tree ``record`` describes, without reading its values.
+
+        What LMDB relies on and does not check: branch pages down to ``record.depth - 1``
+        levels and leaf pages at the last level, keys rising across the whole tree, nodes and
+        child pointers inside their pages and the file, overflow runs that begin with an
+        overflow page long enough for the value, and as many items as ``record.entries``
+        says. LMDB reading a tree that breaks these can abort the process (it asserts, say,
+        that a cursor stepping right lands on a leaf); every problem is returned instead, one
+        per page or node, and the check goes on past it.
+        """
+        if record.empty:
+            return []
+        problems: list[Skipped] = []
+        last_key: list[bytes | None] = [None]
+        leaves = self._check_page(record.root, 1, record.depth, problems, last_key, set())
+        if not problems and leaves != record.entries:
+            problems.append(
+                Skipped(
+                    record.root, f"the tree holds {leaves} items, its record says {record.entries}"
+                )
+            )
+        return problems
+
+    def _check_page(
+        self,
+        pgno: int,
+        level: int,
+        depth: int,
+        problems: list[Skipped],
+        last_key: list[bytes | None],
+        visited: set[int],
+    ) -> int:
+        """Check page ``pgno`` at ``level`` (1: the root) and what is below; return its items."""
+        if pgno in visited:
+            problems.append(Skipped(pgno, "reached a second time: the tree has a cycle"))
+            return 0
+        visited.add(pgno)
+        try:
+            page = self.read_page(pgno)
+        except PageError as exc:
+            problems.append(exc.skipped())
+            return 0
+        expected = P_LEAF if level == depth else P_BRANCH
+        if page.flags != expected or level > depth:
+            kind = "leaf" if expected == P_LEAF else "branch"
+            problems.append(
+                Skipped(pgno, f"flags {page.flags:#06x} at level {level} of {depth}: not a {kind}")
+            )
+            return 0
+        items = 0
+        for index in range(page.node_count):
+            try:
+                if expected == P_BRANCH:
+                    child = self._child(page, index)
+                    items += self._check_page(child, level + 1, depth, problems, last_key, visited)
+                    continue
+                node = self._node(page, index)
+                self._check_leaf_node(page, index, node)
+            except PageError as exc:
+                problems.append(exc.skipped())
+                continue
+            if last_key[0] is not None and node.key <= last_key[0]:
+                problems.append(Skipped(pgno, "its key does not sort after the one before", index))
+            last_key[0] = node.key
+            items += 1
+        return items
+
+    def _check_leaf_node(self, page: Page, index: int, node: _Node) -> None:
+        if node.flags & ~_LEAF_NODE_FLAGS or node.flags & F_DUPDATA:
+            raise self._error(page.pgno, f"node flags {node.flags:#06x} are not expected", index)
+        if not node.flags & F_BIGDATA:
+            if node.data_at + node.size > self.page_size:
+                raise self._error(
+                    page.pgno, f"value of {node.size} bytes runs past the page", index
+                )
+            return
+        if node.data_at + _U64.size > self.page_size:
+            raise self._error(page.pgno, "overflow reference runs past the page", index)
+        (first,) = _U64.unpack_from(page.raw, node.data_at)
+        if not META_PAGES <= first < self.page_count:
+            raise self._error(page.pgno, f"its value is on page {first}, outside the file", index)
+        run = self.read_page(first)
+        needed = (PAGE_HEADER_SIZE - 1 + node.size) // self.page_size + 1
+        if run.flags != P_OVERFLOW or run.overflow_pages < needed:
+            raise self._error(
+                page.pgno, f"its {node.size}-byte value does not fit the run at page {first}", index
+            )
+
     def databases(self, meta: MetaPage | None = None) -> Catalog:
         """The named databases of the snapshot of ``meta`` (by default the current one).
 

@@ -248,6 +248,11 @@ class MemoryBackend:
                 max_readers=0,
             )
 
+    def check_structure(self) -> tuple[str, ...]:
+        """Nothing to check: the tables are Python objects, not pages."""
+        self._check_open()
+        return ()
+
     def copy_to(self, dest: str) -> None:
         """Write every table, as the last commit left them, into a new LMDB store at ``dest``.
 

@@ -145,11 +145,14 @@ class VerifyReport:
     deep: bool
     """True when every body was decoded too."""
     seconds: float
+    structure_problems: tuple[str, ...] = ()
+    """Damaged pages of the file. When there are any, the records were not read (LMDB may
+    crash on such pages): ``recover`` copies what is intact into a new store."""
 
     @property
     def ok(self) -> bool:
-        """True when nothing is damaged and the indexes agree with the records."""
-        return not self.damaged and not self.index_problems
+        """True when no page or record is damaged and the indexes agree with the records."""
+        return not self.structure_problems and not self.damaged and not self.index_problems
 
 
 @dataclass(frozen=True, slots=True)

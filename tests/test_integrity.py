@@ -12,7 +12,13 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from lmdbstate import CheckpointStore, IntegrityError, ReadOnlyStoreError, StoreError
+from lmdbstate import (
+    CheckpointStore,
+    IntegrityError,
+    ReadOnlyStoreError,
+    StoreCorruptedError,
+    StoreError,
+)
 from lmdbstate.keys import age_key, checkpoint_key
 from lmdbstate.records import build
 
@@ -205,3 +211,63 @@ def test_backup_while_a_writer_runs_is_consistent(store_path: Path, tmp_path: Pa
             latest = backup.latest("busy")
             assert latest is not None
             assert latest.state["n"] == info.head_seq - 2
+
+
+def tree_page(path: Path, table: bytes, kind: int) -> int:
+    """A page of ``table``'s B-tree of the given kind (lmdbfile.P_LEAF or P_BRANCH)."""
+    from lmdbstate.lmdbfile import P_BRANCH, DataFile
+
+    with DataFile(path) as data:
+        record = data.databases().databases[table]
+        pending = [record.root]
+        while pending:
+            page = data.read_page(pending.pop())
+            if page.flags == kind:
+                return page.pgno
+            if page.flags == P_BRANCH:
+                pending.extend(data._child(page, i) for i in range(page.node_count))
+    raise AssertionError("no such page")
+
+
+@pytest.mark.parametrize("kind", ["leaf", "branch"])
+def test_verify_reports_damaged_pages_without_reading_through_them(
+    store_path: Path, tmp_path: Path, kind: str
+) -> None:
+    from lmdbstate.lmdbfile import P_BRANCH, P_LEAF
+
+    fill(store_path, workflows=10, per_workflow=60)
+    victim = tree_page(store_path, b"ckpt", P_LEAF if kind == "leaf" else P_BRANCH)
+    with open(store_path / "data.mdb", "r+b") as data:
+        data.seek(victim * 4096)
+        data.write(random.Random(victim).randbytes(4096))
+    with CheckpointStore(store_path) as store:
+        report = store.verify()
+        assert not report.ok
+        assert report.structure_problems
+        assert all(problem.startswith("ckpt: page") for problem in report.structure_problems)
+        assert f"page {victim}" in report.structure_problems[0]
+        assert report.records == 0  # LMDB was not let loose on the damaged tree
+        with pytest.raises(StoreCorruptedError, match="damaged pages") as caught:
+            store.repair(backup_dir=tmp_path / "bak")
+        assert "recover" in caught.value.hint
+        assert not (tmp_path / "bak").exists()
+
+
+def test_check_tree_finds_keys_out_of_order_and_wrong_counts(store_path: Path) -> None:
+    from lmdbstate.lmdbfile import P_LEAF, DataFile
+
+    fill(store_path, workflows=2, per_workflow=30)
+    victim = tree_page(store_path, b"age", P_LEAF)
+    with DataFile(store_path) as data:
+        page = data.read_page(victim)
+        second = data._node(page, 1)
+        key_at = second.data_at - len(second.key)
+    with open(store_path / "data.mdb", "r+b") as data:
+        data.seek(victim * 4096 + key_at)
+        data.write(b"\x00")  # the second key now sorts before the first
+    with DataFile(store_path) as data:
+        record = data.databases().databases[b"age"]
+        problems = data.check_tree(record)
+    assert [str(p) for p in problems] == [
+        f"page {victim} node 1: its key does not sort after the one before"
+    ]

@@ -320,6 +320,11 @@ def verify_report(report: VerifyReport, *, as_json: bool) -> None:
         f"{report.workflows} workflows checked in {report.seconds:.2f} s ({rate:.0f} MiB/s)"
         + (", bodies decoded" if report.deep else "")
     )
+    for problem in report.structure_problems:
+        message(f"damaged page: {problem}")
+    if report.structure_problems:
+        message("records were not read: `lmdbstate recover SRC DEST` copies the intact ones")
+        return
     if report.damaged:
         message(f"{len(report.damaged)} damaged checkpoints:")
         _damaged_table(report.damaged)
