@@ -18,6 +18,7 @@ from lmdbstate import (
     ReadOnlyStoreError,
     StoreCorruptedError,
     StoreError,
+    recover,
 )
 from lmdbstate.keys import age_key, checkpoint_key
 from lmdbstate.records import build
@@ -271,3 +272,37 @@ def test_check_tree_finds_keys_out_of_order_and_wrong_counts(store_path: Path) -
     assert [str(p) for p in problems] == [
         f"page {victim} node 1: its key does not sort after the one before"
     ]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, "order-kept"])
+def test_a_flipped_key_byte_is_caught(store_path: Path, tmp_path: Path, seed: int | str) -> None:
+    fill(store_path, big_every=10)
+    originals = raw_items(store_path, b"ckpt")
+    rng = random.Random(str(seed))
+    if seed == "order-kept":
+        # The last checkpoint of a workflow, its seq raised by 256: the key still sorts in place.
+        victim = max(key for key in originals if key.startswith(b"wf-07\x00"))
+        offset, mask = len(victim) - 2, 0x01
+    else:
+        in_leaves = sorted(key for key, value in originals.items() if len(value) < 1000)
+        victim = rng.choice(in_leaves)
+        offset, mask = rng.randrange(len(victim)), 1 << rng.randrange(8)
+    # In a leaf page a small value follows its key: key + header finds only the ckpt node.
+    flip_record(store_path, victim + originals[victim][:24], offset, mask=mask)
+    before = file_hash(store_path)
+    with CheckpointStore(store_path, readonly=True) as store:
+        report = store.verify()
+    assert not report.ok
+    if seed == "order-kept":
+        assert report.structure_problems == ()
+        moved = victim[:offset] + bytes([victim[offset] ^ mask]) + victim[offset + 1 :]
+        assert [(d.key, d.reason.split(" (")[0]) for d in report.damaged] == [
+            (moved, "digest mismatch")
+        ]
+    else:  # the key no longer sorts where it stands: a damaged page, found before any read
+        assert report.structure_problems
+    result = recover(store_path, tmp_path / "dest")
+    copied = raw_items(tmp_path / "dest", b"ckpt")
+    assert copied == {k: v for k, v in originals.items() if k != victim}
+    assert result.recovered == 1999
+    assert file_hash(store_path) == before
