@@ -43,6 +43,9 @@ CHILD = textwrap.dedent(
 )
 
 
+_BATCH = 250
+
+
 def make_base(path: Path) -> None:
     with CheckpointStore(path, durability="async") as store:
         for w in range(6):
@@ -77,33 +80,16 @@ def mutate(data: bytearray, rng: random.Random, page_size: int) -> str:
     return kind
 
 
-def run_fuzz(tmp_path: Path, mutations: int, seed: int) -> dict[str, int]:
-    base = tmp_path / "base"
-    make_base(base)
-    original = (base / "data.mdb").read_bytes()
-    rng = random.Random(seed)
-    outcomes: dict[str, int] = {}
-    crashes: list[str] = []
-    jobs: list[Path] = []
-    for n in range(mutations):
-        job = tmp_path / f"m{n}"
-        job.mkdir()
-        data = bytearray(original)
-        kind = mutate(data, rng, 4096)
-        (job / "data.mdb").write_bytes(bytes(data))
-        (job / "kind").write_text(kind)
-        jobs.append(job)
-    pending = list(jobs)
+def run_batch(jobs: list[Path], outcomes: dict[str, int], crashes: list[str]) -> None:
+    """Open and verify each damaged store in child processes, restarting after a crash."""
+    pending = {str(job): job for job in jobs}
     while pending:
         child = subprocess.Popen(
-            [sys.executable, "-c", CHILD],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
+            [sys.executable, "-c", CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )
         assert child.stdin is not None
         assert child.stdout is not None
-        child.stdin.write("".join(json.dumps(str(job)) + "\n" for job in pending))
+        child.stdin.write("".join(json.dumps(job) + "\n" for job in pending))
         child.stdin.close()
         current = None
         for line in child.stdout:
@@ -112,15 +98,32 @@ def run_fuzz(tmp_path: Path, mutations: int, seed: int) -> dict[str, int]:
                 current = event["start"]
             else:
                 outcomes[event["outcome"]] = outcomes.get(event["outcome"], 0) + 1
-                pending.remove(Path(event["done"]))
-                shutil.rmtree(event["done"])
+                shutil.rmtree(pending.pop(event["done"]))
                 current = None
         child.stdout.close()
         code = child.wait(timeout=600)
-        if current is not None:  # the child died on this one
-            crashes.append(f"{(Path(current) / 'kind').read_text()} at {current}: exit {code}")
-            shutil.copytree(current, tmp_path / "crash" / Path(current).name)
-            pending.remove(Path(current))
+        if current is not None:  # the child died on this one: keep it for the bug report
+            job = pending.pop(current)
+            crashes.append(f"{(job / 'kind').read_text()} at {job}: exit {code}")
+
+
+def run_fuzz(tmp_path: Path, mutations: int, seed: int) -> dict[str, int]:
+    base = tmp_path / "base"
+    make_base(base)
+    original = (base / "data.mdb").read_bytes()
+    rng = random.Random(seed)
+    outcomes: dict[str, int] = {}
+    crashes: list[str] = []
+    for start in range(0, mutations, _BATCH):  # a batch at a time: bounded disk use
+        jobs = []
+        for n in range(start, min(mutations, start + _BATCH)):
+            job = tmp_path / f"m{n}"
+            job.mkdir()
+            data = bytearray(original)
+            (job / "kind").write_text(mutate(data, rng, 4096))
+            (job / "data.mdb").write_bytes(bytes(data))
+            jobs.append(job)
+        run_batch(jobs, outcomes, crashes)
     assert crashes == [], crashes
     assert not any(outcome.startswith("UNTYPED") for outcome in outcomes), outcomes
     print(f"\n{mutations} damaged files: {outcomes}")
