@@ -213,11 +213,20 @@ def _examine(
         return findings
     after: bytes | None = None
     while True:
-        after, malformed = backend.read(_next_workflow, after)
+        found, malformed = backend.read(_next_workflow, after)
         findings.damaged.extend(_damaged_record(key, "not a checkpoint key") for key in malformed)
-        if after is None:
+        if found is None:
             break
-        examine(after)
+        if after is not None and found <= after:
+            # A damaged branch key sent LMDB's seek backwards (the structure check should have
+            # caught it): stop rather than go round forever.
+            raise StoreCorruptedError(
+                f"store {backend.location} is damaged: its keys are out of order",
+                path=backend.location,
+                hint="`lmdbstate recover SRC DEST` copies every intact checkpoint",
+            )
+        examine(found)
+        after = found
     for key in _stale_age_keys(backend):
         created_ns, ckpt_key = split_age_key(key)
         findings.problems.append(

@@ -622,18 +622,22 @@ class DataFile:
         """Check the shape of the B-tree ``record`` describes, without reading its values.
 
         What LMDB relies on and does not check: branch pages down to ``record.depth - 1``
-        levels and leaf pages at the last level, keys rising across the whole tree, nodes and
-        child pointers inside their pages and the file, overflow runs that begin with an
-        overflow page long enough for the value, and as many items as ``record.entries``
-        says. LMDB reading a tree that breaks these can abort the process (it asserts, say,
-        that a cursor stepping right lands on a leaf); every problem is returned instead, one
-        per page or node, and the check goes on past it.
+        levels and leaf pages at the last level, keys rising across the whole tree and each
+        inside the bounds its branch keys give it (LMDB's searches follow the branch keys: a
+        damaged one sends a seek to the wrong leaf), nodes and child pointers inside their
+        pages and the file, overflow runs that begin with an overflow page long enough for the
+        value, and as many items as ``record.entries`` says. LMDB reading a tree that breaks
+        these can abort the process (it asserts, say, that a cursor stepping right lands on a
+        leaf) or seek forever; every problem is returned instead, one per page or node, and
+        the check goes on past it.
         """
         if record.empty:
             return []
         problems: list[Skipped] = []
         last_key: list[bytes | None] = [None]
-        leaves = self._check_page(record.root, 1, record.depth, problems, last_key, set())
+        leaves = self._check_page(
+            record.root, 1, record.depth, (None, None), problems, last_key, set()
+        )
         if not problems and leaves != record.entries:
             problems.append(
                 Skipped(
@@ -647,11 +651,15 @@ class DataFile:
         pgno: int,
         level: int,
         depth: int,
+        bounds: tuple[bytes | None, bytes | None],
         problems: list[Skipped],
         last_key: list[bytes | None],
         visited: set[int],
     ) -> int:
-        """Check page ``pgno`` at ``level`` (1: the root) and what is below; return its items."""
+        """Check page ``pgno`` at ``level`` (1: the root) and what is below; return its items.
+
+        Every key below must lie in ``bounds``: ``[low, high)``, None for no bound.
+        """
         if pgno in visited:
             problems.append(Skipped(pgno, "reached a second time: the tree has a cycle"))
             return 0
@@ -668,13 +676,12 @@ class DataFile:
                 Skipped(pgno, f"flags {page.flags:#06x} at level {level} of {depth}: not a {kind}")
             )
             return 0
+        if expected == P_BRANCH:
+            return self._check_branch(page, level, depth, bounds, problems, last_key, visited)
         items = 0
+        low, high = bounds
         for index in range(page.node_count):
             try:
-                if expected == P_BRANCH:
-                    child = self._child(page, index)
-                    items += self._check_page(child, level + 1, depth, problems, last_key, visited)
-                    continue
                 node = self._node(page, index)
                 self._check_leaf_node(page, index, node)
             except PageError as exc:
@@ -682,8 +689,41 @@ class DataFile:
                 continue
             if last_key[0] is not None and node.key <= last_key[0]:
                 problems.append(Skipped(pgno, "its key does not sort after the one before", index))
+            elif (low is not None and node.key < low) or (high is not None and node.key >= high):
+                problems.append(Skipped(pgno, "its key is outside its branch keys' range", index))
             last_key[0] = node.key
             items += 1
+        return items
+
+    def _check_branch(
+        self,
+        page: Page,
+        level: int,
+        depth: int,
+        bounds: tuple[bytes | None, bytes | None],
+        problems: list[Skipped],
+        last_key: list[bytes | None],
+        visited: set[int],
+    ) -> int:
+        # Node 0's key is not used (LMDB leaves it empty); node i > 0's key is the lowest key
+        # below child i and above everything below child i - 1.
+        children: list[tuple[int, bytes | None]] = []
+        for index in range(page.node_count):
+            try:
+                child = self._child(page, index)
+                key = None if index == 0 else self._node(page, index).key
+            except PageError as exc:
+                problems.append(exc.skipped())
+                return 0
+            children.append((child, key))
+        low, high = bounds
+        items = 0
+        for index, (child, key) in enumerate(children):
+            child_low = low if key is None else key
+            child_high = children[index + 1][1] if index + 1 < len(children) else high
+            items += self._check_page(
+                child, level + 1, depth, (child_low, child_high), problems, last_key, visited
+            )
         return items
 
     def _check_leaf_node(self, page: Page, index: int, node: _Node) -> None:

@@ -15,7 +15,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from itertools import islice
+from itertools import islice, pairwise
 from types import TracebackType
 from typing import Any
 
@@ -188,7 +188,17 @@ def _read_checkpoint(txn: ReadTxn, workflow_id: str, workflow_key: bytes, seq: i
 def _scan_chunk(
     txn: ReadTxn, table: str, low: bytes, high: bytes | None, reverse: bool, size: int
 ) -> list[tuple[bytes, bytes]]:
-    return list(islice(txn.scan(table, low, high, reverse=reverse), size))
+    items = list(islice(txn.scan(table, low, high, reverse=reverse), size))
+    keys = [key for key, _ in reversed(items)] if reverse else [key for key, _ in items]
+    # LMDB seeks by the keys of branch pages, which it does not check: a damaged one can send
+    # a seek back to keys already read, and the iterators built on these chunks round forever.
+    if keys and (keys[0] < low or any(a >= b for a, b in pairwise(keys))):
+        raise StoreCorruptedError(
+            f"the keys of the {table!r} table are out of order: the store's file is damaged",
+            hint="`lmdbstate verify` finds the damaged pages; `lmdbstate recover SRC DEST` "
+            "copies every intact checkpoint into a new store",
+        )
+    return items
 
 
 # -- writing ----------------------------------------------------------------------------------

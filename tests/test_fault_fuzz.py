@@ -7,12 +7,15 @@ The child must always end normally: a typed error, or a report of the damage; ne
 from __future__ import annotations
 
 import json
+import queue
 import random
 import shutil
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -44,6 +47,7 @@ CHILD = textwrap.dedent(
 
 
 _BATCH = 250
+_PATIENCE = 60  # seconds without a line from the child before it counts as hung
 
 
 def make_base(path: Path) -> None:
@@ -80,8 +84,11 @@ def mutate(data: bytearray, rng: random.Random, page_size: int) -> str:
     return kind
 
 
-def run_batch(jobs: list[Path], outcomes: dict[str, int], crashes: list[str]) -> None:
-    """Open and verify each damaged store in child processes, restarting after a crash."""
+def run_batch(jobs: list[Path], outcomes: dict[str, int], failures: list[str]) -> None:
+    """Open and verify each damaged store in child processes, restarting after a crash.
+
+    A child that makes no progress for a minute is killed: a hang is a failure too.
+    """
     pending = {str(job): job for job in jobs}
     while pending:
         child = subprocess.Popen(
@@ -91,8 +98,11 @@ def run_batch(jobs: list[Path], outcomes: dict[str, int], crashes: list[str]) ->
         assert child.stdout is not None
         child.stdin.write("".join(json.dumps(job) + "\n" for job in pending))
         child.stdin.close()
+        lines: queue.Queue[str | None] = queue.Queue()
+        reader = threading.Thread(target=_pump, args=(child.stdout, lines))
+        reader.start()
         current = None
-        for line in child.stdout:
+        while (line := _next_line(lines, child)) is not None:
             event = json.loads(line)
             if "start" in event:
                 current = event["start"]
@@ -100,11 +110,26 @@ def run_batch(jobs: list[Path], outcomes: dict[str, int], crashes: list[str]) ->
                 outcomes[event["outcome"]] = outcomes.get(event["outcome"], 0) + 1
                 shutil.rmtree(pending.pop(event["done"]))
                 current = None
-        child.stdout.close()
-        code = child.wait(timeout=600)
-        if current is not None:  # the child died on this one: keep it for the bug report
+        reader.join()
+        code = child.wait()
+        if current is not None:  # the child died or hung on this one: keep it for the report
             job = pending.pop(current)
-            crashes.append(f"{(job / 'kind').read_text()} at {job}: exit {code}")
+            failures.append(f"{(job / 'kind').read_text()} at {job}: exit {code}")
+
+
+def _pump(stream: IO[str], lines: queue.Queue[str | None]) -> None:
+    for line in stream:
+        lines.put(line)
+    stream.close()
+    lines.put(None)
+
+
+def _next_line(lines: queue.Queue[str | None], child: subprocess.Popen[str]) -> str | None:
+    try:
+        return lines.get(timeout=_PATIENCE)
+    except queue.Empty:
+        child.kill()  # a hang: the reader then sees the end of the stream
+        return lines.get()
 
 
 def run_fuzz(tmp_path: Path, mutations: int, seed: int) -> dict[str, int]:
@@ -113,7 +138,7 @@ def run_fuzz(tmp_path: Path, mutations: int, seed: int) -> dict[str, int]:
     original = (base / "data.mdb").read_bytes()
     rng = random.Random(seed)
     outcomes: dict[str, int] = {}
-    crashes: list[str] = []
+    failures: list[str] = []
     for start in range(0, mutations, _BATCH):  # a batch at a time: bounded disk use
         jobs = []
         for n in range(start, min(mutations, start + _BATCH)):
@@ -123,8 +148,8 @@ def run_fuzz(tmp_path: Path, mutations: int, seed: int) -> dict[str, int]:
             (job / "kind").write_text(mutate(data, rng, 4096))
             (job / "data.mdb").write_bytes(bytes(data))
             jobs.append(job)
-        run_batch(jobs, outcomes, crashes)
-    assert crashes == [], crashes
+        run_batch(jobs, outcomes, failures)
+    assert failures == [], failures
     assert not any(outcome.startswith("UNTYPED") for outcome in outcomes), outcomes
     print(f"\n{mutations} damaged files: {outcomes}")
     return outcomes

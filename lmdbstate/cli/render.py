@@ -284,13 +284,13 @@ def progress(label: str, total_bytes: int | None) -> Iterator[Callable[[int, int
         yield lambda _records, done: bar.update(task, completed=done)
 
 
-def _damaged_dict(damaged: DamagedRecord) -> dict[str, Any]:
-    return {
-        "workflow_id": damaged.workflow_id,
-        "seq": damaged.seq,
-        "key": damaged.key.hex(),
-        "reason": damaged.reason,
-    }
+def _report_json(report: Any, **computed: object) -> None:
+    """Print a report dataclass as JSON, keys in hex, with ``computed`` properties added."""
+    data = dataclasses.asdict(
+        report,
+        dict_factory=lambda items: {k: v.hex() if isinstance(v, bytes) else v for k, v in items},
+    )
+    emit_json(data | computed)
 
 
 def _damaged_table(damaged: Iterable[DamagedRecord]) -> None:
@@ -308,10 +308,7 @@ def _damaged_table(damaged: Iterable[DamagedRecord]) -> None:
 def verify_report(report: VerifyReport, *, as_json: bool) -> None:
     """The ``verify`` command's output."""
     if as_json:
-        data = dataclasses.asdict(report)
-        data["ok"] = report.ok
-        data["damaged"] = [_damaged_dict(d) for d in report.damaged]
-        emit_json(data)
+        _report_json(report, ok=report.ok)
         return
     rate = report.bytes / report.seconds / 2**20 if report.seconds > 0 else 0.0
     verdict = "ok" if report.ok else "DAMAGE FOUND"
@@ -339,9 +336,7 @@ def verify_report(report: VerifyReport, *, as_json: bool) -> None:
 def repair_report(report: RepairReport, *, as_json: bool) -> None:
     """The ``repair`` command's output."""
     if as_json:
-        data = dataclasses.asdict(report)
-        data["removed"] = [_damaged_dict(d) for d in report.removed]
-        emit_json(data)
+        _report_json(report)
         return
     if report.backup_path is not None:
         message(f"backup: {report.backup_path}")
@@ -364,10 +359,7 @@ def backup_done(path: str, *, as_json: bool) -> None:
 def recover_report(report: RecoverReport, *, as_json: bool) -> None:
     """The ``recover`` command's output."""
     if as_json:
-        data = dataclasses.asdict(report)
-        data["complete"] = report.complete
-        data["damaged"] = [_damaged_dict(d) for d in report.damaged]
-        emit_json(data)
+        _report_json(report, complete=report.complete)
         return
     snapshot = (
         "no usable meta page"
