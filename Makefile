@@ -22,9 +22,8 @@ $(STAMP_DEV): pyproject.toml | $(BIN)/python
 	touch $@ $(STAMP_RUN)
 
 demo: $(STAMP_RUN)
-	$(BIN)/python examples/quickstart.py $(STORE)
+	$(BIN)/lmdbstate --store $(STORE) demo
 	$(BIN)/lmdbstate --store $(STORE) stats
-	$(BIN)/lmdbstate --store $(STORE) list
 
 lint: $(STAMP_DEV)
 	$(BIN)/ruff check lmdbstate tests benchmarks examples

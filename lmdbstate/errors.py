@@ -16,6 +16,13 @@ LmdbStateError
 │   └── CheckpointNotFoundError
 ├── SequenceConflictError                 expect_seq did not match the head
 ├── IntegrityError                        a stored record failed its digest or header check
+├── RunError                              an executor cannot start or continue a workflow
+│   ├── WorkflowExistsError               run() of an id that already holds checkpoints
+│   ├── WorkflowFinishedError             the workflow is completed or cancelled
+│   ├── WorkflowLockedError               another live executor holds the workflow's lease
+│   ├── DefinitionChangedError            the steps differ from those the workflow started with
+│   ├── NotResumableError                 no checkpoint to resume from, or no definition
+│   └── StepFailedError                   a step raised; the workflow is marked failed
 └── StoreError                            the store as a whole cannot do what was asked
     ├── StoreNotFoundError
     ├── StoreCorruptedError
@@ -32,6 +39,10 @@ LmdbStateError
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .models import Lease, Status
 
 
 class LmdbStateError(Exception):
@@ -154,6 +165,90 @@ class IntegrityError(LmdbStateError):
         self.workflow_id = workflow_id
         self.seq = seq
         self.reason = reason
+
+
+class RunError(LmdbStateError):
+    """An executor cannot start, continue or finish a workflow as asked."""
+
+    hint = "docs/executors.md describes how workflows are run and resumed"
+
+    def __init__(self, workflow_id: str, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.workflow_id = workflow_id
+
+
+class WorkflowExistsError(RunError):
+    """A new run was asked for under the id of a workflow that already holds checkpoints."""
+
+    hint = "continue it with `lmdbstate resume WF`, or start the new run under another id"
+
+    def __init__(self, workflow_id: str) -> None:
+        super().__init__(workflow_id, f"workflow {workflow_id!r} already exists")
+
+
+class WorkflowFinishedError(RunError):
+    """The workflow is completed or cancelled: there is nothing left to run."""
+
+    hint = "`lmdbstate show WF` shows its final state; run it again under a new id"
+
+    def __init__(self, workflow_id: str, status: Status) -> None:
+        super().__init__(workflow_id, f"workflow {workflow_id!r} is {status}")
+        self.status = status
+
+
+class WorkflowLockedError(RunError):
+    """Another executor that is alive holds the workflow's lease."""
+
+    hint = (
+        "wait for the other executor to finish, or stop it: the lease of a holder that died is "
+        "taken over at once, and one that is no longer renewed expires"
+    )
+
+    def __init__(self, workflow_id: str, holder: Lease | None) -> None:
+        if holder is None:
+            message = f"workflow {workflow_id!r}: this executor's lease was released meanwhile"
+        else:
+            message = (
+                f"workflow {workflow_id!r} is being run by another executor "
+                f"(pid {holder.pid} on {holder.host})"
+            )
+        super().__init__(workflow_id, message)
+        self.holder = holder
+
+
+class DefinitionChangedError(RunError):
+    """The workflow's steps or state schema differ from those its checkpoints were written by."""
+
+    hint = (
+        "resume with the definition the workflow started with, or force it (--force, "
+        "force=True) to continue after the same step of the new definition"
+    )
+
+    def __init__(self, workflow_id: str, reason: str, *, hint: str | None = None) -> None:
+        super().__init__(
+            workflow_id, f"workflow {workflow_id!r} changed definition: {reason}", hint=hint
+        )
+        self.reason = reason
+
+
+class NotResumableError(RunError):
+    """The workflow holds no checkpoint to resume from, or no way to load its definition."""
+
+    hint = "start it again with `lmdbstate run MODULE:ATTR --id WF`"
+
+
+class StepFailedError(RunError):
+    """A step raised an exception; the workflow is marked failed and can be resumed."""
+
+    hint = "fix the cause; `lmdbstate resume WF` then runs it again from the newest checkpoint"
+
+    def __init__(self, workflow_id: str, step: str, error: Exception) -> None:
+        super().__init__(
+            workflow_id,
+            f"step {step!r} of workflow {workflow_id!r} failed: {type(error).__name__}: {error}",
+        )
+        self.step = step
+        self.error = error
 
 
 class StoreError(LmdbStateError):

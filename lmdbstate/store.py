@@ -12,9 +12,11 @@ import dataclasses
 import heapq
 import logging
 import os
+import socket
 import time
+import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from itertools import islice, pairwise
 from types import TracebackType
 from typing import Any
@@ -42,6 +44,10 @@ from .errors import (
     StoreCorruptedError,
     StoreError,
     UnsupportedFormatError,
+    WorkflowExistsError,
+    WorkflowFinishedError,
+    WorkflowLockedError,
+    WorkflowNotFoundError,
 )
 from .index import (
     WorkflowEntry,
@@ -67,6 +73,7 @@ from .models import (
     Checkpoint,
     CheckpointInfo,
     Durability,
+    Lease,
     RecoverReport,
     RepairReport,
     Status,
@@ -81,6 +88,8 @@ STORE_FORMAT = 1
 """The store format this version writes and reads (the ``format`` entry of ``meta``)."""
 
 DEFAULT_PATH = ".lmdbstate"
+DEFAULT_LEASE_TTL = 60.0
+"""Seconds a lease lasts unless its holder renews it."""
 _CHUNK = 256  # items read per read transaction by the iterators: short transactions
 _LARGEST = 5
 
@@ -540,6 +549,15 @@ class CheckpointStore:
         """
         return self._backend.read(_workflow_info, encode_workflow_id(workflow_id))
 
+    def workflow_extras(self, workflow_id: str) -> dict[str, Any]:
+        """The fields an executor recorded with the workflow (see ``acquire_lease``), but the lease.
+
+        Raises:
+            WorkflowNotFoundError: no such workflow.
+        """
+        entry = self._backend.read(required_entry, encode_workflow_id(workflow_id))
+        return {name: value for name, value in entry.extras.items() if name != _LEASE}
+
     def history(
         self, workflow_id: str, *, reverse: bool = False, limit: int | None = None
     ) -> Iterator[CheckpointInfo]:
@@ -692,6 +710,90 @@ class CheckpointStore:
             largest=tuple(info for _, _, info in sorted(largest, reverse=True)),
         )
 
+    # -- leases -------------------------------------------------------------------------------
+    # An executor holds a workflow's lease while it advances the workflow (DESIGN section 6).
+    # The lease lives in the workflow's ``wf`` entry, so taking, renewing and dropping it are
+    # each one write transaction, atomic with the status and the fields they change. Holders
+    # still write their checkpoints with ``expect_seq``: one whose lease was taken over fails
+    # with SequenceConflictError instead of forking the history.
+
+    def acquire_lease(
+        self,
+        workflow_id: str,
+        *,
+        ttl: float = DEFAULT_LEASE_TTL,
+        create: bool = False,
+        extras: Mapping[str, object] | None = None,
+    ) -> Lease:
+        """Take the workflow's lease for this process and mark the workflow running.
+
+        A lease held by another owner is taken over when it has expired, or when its holder
+        ran on this host and that process has ended (its pid is gone, or now names a process
+        that started at another time).
+
+        Args:
+            workflow_id: the workflow.
+            ttl: seconds the lease lasts unless renewed.
+            create: start a new workflow: create it when missing; an existing workflow may be
+                taken only while it holds no checkpoint.
+            extras: fields to record with the workflow in the same transaction (a None value
+                removes the field); ``workflow_extras`` reads them back.
+
+        Raises:
+            WorkflowNotFoundError: no such workflow, and ``create`` is False.
+            WorkflowExistsError: ``create`` and the workflow holds checkpoints.
+            WorkflowFinishedError: the workflow is completed or cancelled.
+            WorkflowLockedError: another holder's lease is live.
+            InvalidInputError: a bad ``ttl`` or ``extras``.
+        """
+        workflow_key = encode_workflow_id(workflow_id)
+        if type(ttl) not in (int, float) or not 0 < ttl < 1e9:
+            raise InvalidInputError(f"invalid lease ttl {ttl!r}: expected seconds > 0")
+        _check_extras(extras)
+        now_ns = time.time_ns()
+        lease = Lease(
+            workflow_id, uuid.uuid4().hex, os.getpid(), socket.gethostname(),
+            process_started(os.getpid()), now_ns, now_ns, int(ttl * 1e9),
+        )  # fmt: skip
+        return self._backend.write(_acquire_lease, workflow_key, lease, create, extras)
+
+    def renew_lease(self, lease: Lease) -> Lease:
+        """Extend a lease this process holds by its ttl from now.
+
+        Raises:
+            WorkflowLockedError: the lease was released or taken over meanwhile.
+        """
+        workflow_key = encode_workflow_id(lease.workflow_id)
+        return self._backend.write(_renew_lease, workflow_key, lease, time.time_ns())
+
+    def release_lease(
+        self,
+        lease: Lease,
+        *,
+        status: Status | None = None,
+        extras: Mapping[str, object] | None = None,
+    ) -> WorkflowInfo:
+        """Drop a lease this process holds, setting the workflow's status and fields with it.
+
+        Raises:
+            WorkflowLockedError: the lease was released or taken over meanwhile; nothing changed.
+            InvalidStatusError: an unknown status.
+        """
+        workflow_key = encode_workflow_id(lease.workflow_id)
+        if status is not None and status not in STATUSES:
+            raise InvalidStatusError(status, STATUSES)
+        _check_extras(extras)
+        return self._backend.write(_release_lease, workflow_key, lease, status, extras)
+
+    def lease(self, workflow_id: str) -> Lease | None:
+        """The workflow's lease as stored (it may have expired), or None when none is held.
+
+        Raises:
+            WorkflowNotFoundError: no such workflow.
+        """
+        entry = self._backend.read(required_entry, encode_workflow_id(workflow_id))
+        return _stored_lease(workflow_id, entry)
+
 
 def _read_format(txn: ReadTxn) -> int | None:
     raw = txn.get(META, b"format")
@@ -781,3 +883,139 @@ def recover(source: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Rec
         )
     with CheckpointStore(dest_path) as fresh:
         return integrity.recover(source_path, fresh._backend, dest_path=dest_path)
+
+
+# -- leases -----------------------------------------------------------------------------------
+
+_LEASE = "lease"  # the field of ``WorkflowEntry.extras`` that holds the lease
+_LEASE_FIELDS = tuple(field.name for field in dataclasses.fields(Lease))[1:]  # all but the id
+_FINISHED: tuple[Status, ...] = ("completed", "cancelled")
+
+
+def process_started(pid: int) -> int | None:
+    """When a live process started, in clock ticks after boot; None when it cannot be told.
+
+    Reads ``/proc/PID/stat`` (Linux); a zombie counts as ended.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            stat = file.read()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may hold any byte: split after it.
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    if fields[0] in (b"Z", b"X"):
+        return None
+    return int(fields[19])  # field 22, starttime
+
+
+def _holder_alive(lease: Lease, host: str) -> bool:
+    """False when the lease's holder ran on this host and that process has ended."""
+    if lease.host != host:
+        return True  # another host's processes cannot be seen from here: the ttl decides
+    try:
+        os.kill(lease.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, under another user
+    return lease.pid_started is None or process_started(lease.pid) == lease.pid_started
+
+
+def _check_extras(extras: Mapping[str, object] | None) -> None:
+    for name in extras or ():
+        if type(name) is not str or name == _LEASE:
+            raise InvalidInputError(f"invalid extras field {name!r}: expected a str, not 'lease'")
+
+
+def _merge_extras(entry: WorkflowEntry, extras: Mapping[str, object] | None) -> None:
+    for name, value in (extras or {}).items():
+        if value is None:
+            entry.extras.pop(name, None)
+        else:
+            entry.extras[name] = value
+
+
+def _stored_lease(workflow_id: str, entry: WorkflowEntry) -> Lease | None:
+    stored = entry.extras.get(_LEASE)
+    if stored is None:
+        return None
+    try:
+        return Lease(workflow_id, *(stored[name] for name in _LEASE_FIELDS))
+    except (KeyError, TypeError):
+        # Damaged, or written by another version: it names no holder that could be checked,
+        # so it counts as released (``expect_seq`` still keeps two writers from forking).
+        log.warning("workflow %r: its lease cannot be read; it counts as released", workflow_id)
+        return None
+
+
+def _store_lease(txn: WriteTxn, workflow_key: bytes, entry: WorkflowEntry, lease: Lease) -> None:
+    entry.extras[_LEASE] = {name: getattr(lease, name) for name in _LEASE_FIELDS}
+    txn.put(WF, workflow_key, entry.encode())
+
+
+def _held_lease(txn: ReadTxn, workflow_key: bytes, lease: Lease) -> WorkflowEntry:
+    """The workflow's entry, when ``lease`` is still the one it holds."""
+    entry = required_entry(txn, workflow_key)
+    held = _stored_lease(lease.workflow_id, entry)
+    if held is None or held.owner != lease.owner:
+        raise WorkflowLockedError(lease.workflow_id, held)
+    return entry
+
+
+def _acquire_lease(
+    txn: WriteTxn,
+    workflow_key: bytes,
+    lease: Lease,
+    create: bool,
+    extras: Mapping[str, object] | None,
+) -> Lease:
+    raw = txn.get(WF, workflow_key)
+    if raw is None:
+        if not create:
+            raise WorkflowNotFoundError(lease.workflow_id)
+        entry = WorkflowEntry(lease.acquired_ns)
+    else:
+        entry = WorkflowEntry.decode(workflow_key, raw)
+        if entry.status in _FINISHED:
+            raise WorkflowFinishedError(lease.workflow_id, entry.status)
+        if create and entry.count:
+            raise WorkflowExistsError(lease.workflow_id)
+        held = _stored_lease(lease.workflow_id, entry)
+        if held is not None and held.owner != lease.owner:
+            expired = lease.acquired_ns >= held.expires_ns
+            if not expired and _holder_alive(held, lease.host):
+                raise WorkflowLockedError(lease.workflow_id, held)
+            log.warning(
+                "workflow %r: taking over the lease of pid %d on %s, which %s",
+                lease.workflow_id, held.pid, held.host, "expired" if expired else "has ended",
+            )  # fmt: skip
+    entry.status = "running"
+    entry.updated_ns = lease.acquired_ns
+    _merge_extras(entry, extras)
+    _store_lease(txn, workflow_key, entry, lease)
+    return lease
+
+
+def _renew_lease(txn: WriteTxn, workflow_key: bytes, lease: Lease, now_ns: int) -> Lease:
+    entry = _held_lease(txn, workflow_key, lease)
+    renewed = dataclasses.replace(lease, renewed_ns=now_ns)
+    _store_lease(txn, workflow_key, entry, renewed)
+    return renewed
+
+
+def _release_lease(
+    txn: WriteTxn,
+    workflow_key: bytes,
+    lease: Lease,
+    status: Status | None,
+    extras: Mapping[str, object] | None,
+) -> WorkflowInfo:
+    entry = _held_lease(txn, workflow_key, lease)
+    del entry.extras[_LEASE]
+    _merge_extras(entry, extras)
+    if status is not None:
+        entry.status = status
+        entry.updated_ns = time.time_ns()
+    txn.put(WF, workflow_key, entry.encode())
+    return entry.info(workflow_key)

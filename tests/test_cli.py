@@ -9,7 +9,9 @@ from __future__ import annotations
 import datetime as dt
 import inspect
 import json
+import logging
 import re
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -23,11 +25,17 @@ import pytest
 import typer
 from typer.testing import CliRunner, Result
 
-from lmdbstate import CheckpointInfo, CheckpointStore, WorkflowInfo, __version__
-from lmdbstate.cli import app, render
+from lmdbstate import Checkpointer, CheckpointInfo, CheckpointStore, WorkflowInfo, __version__
+from lmdbstate.cli import app, main, render
+from lmdbstate.runner import StepRecord
+
+from .workflows import SIMPLE, STEPS, initial, prefix_states
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
-COMMANDS = ("list", "show", "history", "stats", "delete", "verify", "repair", "backup", "recover")
+COMMANDS = (
+    "list", "show", "history", "stats", "delete", "verify", "repair", "backup", "recover",
+    "run", "resume", "config", "demo",
+)  # fmt: skip
 
 STATE_1 = {"n": 1}
 RICH_STATE = {
@@ -877,28 +885,39 @@ def _summary(help_text: str) -> str:
     return " ".join(inspect.cleandoc(help_text).split("\n\n")[0].split())
 
 
+def _check_section(name: str, command: Any, section: str) -> None:
+    """The command's help summary, and each of its arguments and options, are in ``section``."""
+    assert command.help, f"{name} has no help"
+    assert command.help.strip(), f"{name} has no help"
+    flat = " ".join(section.split())
+    assert _summary(command.help) in flat, f"{name}: the help summary is not in its section"
+    assert f"lmdbstate {name}" in section
+    for param in command.params:
+        if isinstance(param, typer.core.TyperArgument):
+            assert f"`{param.metavar or param.name.upper()}`" in section, (name, param.name)
+        else:
+            long_names = [opt for opt in param.opts + param.secondary_opts if "--" in opt]
+            assert long_names, (name, param.name)
+            for opt in long_names:
+                assert f"`{opt}`" in section, f"{name}: {opt} is not in its section"
+        assert param.help, f"{name}: {param.name} has no help"
+        assert param.help in flat, f"{name}: the help of {param.name} is not in its section"
+
+
 def test_every_command_has_help_and_a_complete_reference_section() -> None:
     sections = _sections()
     commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
     assert sorted(commands) == sorted(COMMANDS)
     for name, command in commands.items():
-        assert command.help, f"{name} has no help"
-        assert command.help.strip(), f"{name} has no help"
         section = sections.get(f"lmdbstate {name}")
         assert section is not None, f"docs/cli.md has no '## lmdbstate {name}' section"
-        flat = " ".join(section.split())
-        assert _summary(command.help) in flat, f"{name}: the help summary is not in its section"
-        assert f"lmdbstate {name}" in section
-        for param in command.params:
-            if isinstance(param, typer.core.TyperArgument):
-                assert f"`{param.metavar or param.name.upper()}`" in section, (name, param.name)
-            else:
-                long_names = [opt for opt in param.opts + param.secondary_opts if "--" in opt]
-                assert long_names, (name, param.name)
-                for opt in long_names:
-                    assert f"`{opt}`" in section, f"{name}: {opt} is not in its section"
-            assert param.help, f"{name}: {param.name} has no help"
-            assert param.help in flat, f"{name}: the help of {param.name} is not in its section"
+        _check_section(name, command, section)
+        # A group's subcommands are described in its section, each under its own heading.
+        for sub_name, sub in getattr(command, "commands", {}).items():
+            heading = f"### lmdbstate {name} {sub_name}\n"
+            assert heading in section, f"docs/cli.md has no '{heading.strip()}'"
+            subsection = heading + section.split(heading)[1].split("\n### ")[0]
+            _check_section(f"{name} {sub_name}", sub, subsection)
 
 
 def test_reference_has_no_section_for_a_missing_command() -> None:
@@ -1022,3 +1041,304 @@ def test_recover_refuses_a_used_destination(runner: CliRunner, filled: Filled) -
     result = invoke(runner, "recover", str(filled.path), str(filled.path))
     assert result.exit_code == 1
     assert error_lines(result)[0] == f"error: {filled.path} already exists"
+
+
+# -- run, resume, config, demo ------------------------------------------------------------------
+
+ENTRYPOINT = "tests.workflows:SIMPLE"
+
+
+def test_run_prints_a_line_per_step_and_the_result(runner: CliRunner, tmp_path: Path) -> None:
+    store = tmp_path / "new"
+    args = ["run", ENTRYPOINT, "--id", "wf", "--state", '{"log": [], "acc": 1, "pad": ""}']
+    result = invoke(runner, *args, "--policy", "every_n_steps", "--interval", "4", store=store)
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == STEPS
+    assert re.fullmatch(r"step 1/10 s00: \d+\.\d{3} s", lines[0])
+    assert re.fullmatch(r"step 4/10 s03: \d+\.\d{3} s, checkpoint 2 \(step_count\)", lines[3])
+    assert lines[-1].endswith(", checkpoint 4 (final)")
+    assert result.stdout == (
+        "steps run: s00, s01, s02, s03, s04, s05, s06, s07, s08, s09\n"
+        "checkpoints written: 1, 2, 3, 4\n"
+        "workflow 'wf' completed\n"
+    )
+    extras = stored(store, lambda s: s.workflow_extras("wf"))
+    assert extras["entrypoint"] == ENTRYPOINT
+    assert extras["policy"] == {"name": "every_n_steps", "interval": 4}
+
+
+def test_run_json(runner: CliRunner, tmp_path: Path) -> None:
+    state = json.dumps(initial())
+    result = invoke(
+        runner, "run", ENTRYPOINT, "--id", "wf", "--state", state, "--json", store=tmp_path
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["state"] == prefix_states(STEPS)[-1]
+    assert (data["workflow_id"], data["status"], data["resumed_from"]) == ("wf", "completed", None)
+    assert data["steps_run"] == list(SIMPLE.step_names)
+    assert [c["seq"] for c in data["checkpoints"]] == list(range(1, 12))  # start + every step
+    assert data["checkpoints"][0]["step"] is None
+
+
+def test_run_takes_the_configured_policy(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.path", [*sys.path])  # run puts the working directory on it
+    (tmp_path / "lmdbstate.toml").write_text('checkpoint_policy = "manual"\npath = "ckpt"\n')
+    result = invoke(runner, "run", ENTRYPOINT, "--id", "wf", "--state", json.dumps(initial()))
+    assert result.exit_code == 0, result.output
+    assert "checkpoints written: 1, 2, 3\n" in result.stdout  # start, s05's request, final
+    assert stored(tmp_path / "ckpt", lambda s: s.workflow_extras("wf")["policy"]["name"]) == (
+        "manual"
+    )
+    # The configured path is the store of every command that names none.
+    assert _listed(invoke(runner, "list", "--json")) == ["wf"]
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--state", "{nope"], "Invalid value for '--state': not valid JSON"),
+        (["--policy", "hourly"], "Invalid value for '--policy'"),
+        (["--interval", "x"], "Invalid value for '--interval'"),
+    ],
+)
+def test_run_usage_errors(
+    runner: CliRunner, tmp_path: Path, args: list[str], fragment: str
+) -> None:
+    result = invoke(runner, "run", ENTRYPOINT, "--id", "wf", *args, store=tmp_path / "s")
+    assert result.exit_code == 2
+    assert fragment in " ".join(result.stderr.replace("│", " ").split())
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--policy", "every_n_steps"],
+            "error: checkpoint_interval from default: the every_n_steps policy (from argument) "
+            "needs a whole number of steps, got None",
+        ),
+        (
+            ["--policy", "every_n_steps", "--interval", "2.5"],
+            "error: checkpoint_interval from argument: the every_n_steps policy (from argument) "
+            "needs a whole number of steps, got 2.5",
+        ),
+        (
+            ["--state", "[]"],
+            "error: step 's00' of workflow 'wf' failed: TypeError: 'list' object is not a mapping",
+        ),
+    ],
+)
+def test_run_errors(runner: CliRunner, tmp_path: Path, args: list[str], message: str) -> None:
+    result = invoke(runner, "run", ENTRYPOINT, "--id", "wf", *args, store=tmp_path)
+    assert result.exit_code == 1
+    lines = result.stderr.splitlines()
+    assert lines[-2] == message
+    assert lines[-1].startswith("hint: ")
+
+
+def test_run_of_a_bad_entrypoint_or_a_taken_id(runner: CliRunner, tmp_path: Path) -> None:
+    result = invoke(runner, "run", "tests.workflows:NOPE", "--id", "wf", store=tmp_path)
+    assert result.exit_code == 1
+    assert error_lines(result)[0].startswith("error: cannot load entrypoint 'tests.workflows:NOPE'")
+    state = json.dumps(initial())
+    assert (
+        invoke(runner, "run", ENTRYPOINT, "--id", "wf", "--state", state, store=tmp_path).exit_code
+        == 0
+    )
+    again = invoke(runner, "run", ENTRYPOINT, "--id", "wf", store=tmp_path)
+    assert again.exit_code == 1
+    assert error_lines(again)[0] == "error: workflow 'wf' is completed"
+
+
+def crashed(path: Path, workflow_id: str, done: int) -> None:
+    """SIMPLE started by entrypoint, then stopped after ``done`` steps as a killed run is."""
+    with CheckpointStore(path) as store:
+        checkpointer = Checkpointer(store, workflow_id, total_steps=STEPS)
+        checkpointer.start(initial(), extras={"entrypoint": ENTRYPOINT})
+        for index, state in enumerate(prefix_states(done)[1:]):
+            checkpointer.after_step(f"s{index:02d}", state)
+        checkpointer.release()
+
+
+def test_resume(runner: CliRunner, tmp_path: Path) -> None:
+    crashed(tmp_path, "wf", 7)
+    result = invoke(runner, "resume", "wf", store=tmp_path)
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines()[0].startswith("step 8/10 s07: ")
+    assert result.stdout == (
+        "resumed from checkpoint 8\n"
+        "steps run again: s07, s08, s09\n"
+        "checkpoints written: 9, 10, 11\n"
+        "workflow 'wf' completed\n"
+    )
+    again = invoke(runner, "resume", "wf", store=tmp_path)
+    assert again.exit_code == 1
+    assert error_lines(again) == [
+        "error: workflow 'wf' is completed",
+        "hint: `lmdbstate show WF` shows its final state; run it again under a new id",
+    ]
+
+
+def test_resume_json_past_a_damaged_checkpoint(runner: CliRunner, tmp_path: Path) -> None:
+    crashed(tmp_path, "wf", 4)
+    damage(tmp_path, b"ckpt", checkpoint_key("wf", 5), 30)
+    result = invoke(runner, "resume", "wf", "--json", store=tmp_path)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert (data["resumed_from"], data["skipped_damaged"]) == (4, [5])
+    assert data["steps_run"] == list(SIMPLE.step_names[3:])
+    assert data["state"] == prefix_states(STEPS)[-1]
+    human = invoke(runner, "resume", "wf", store=tmp_path)
+    assert human.exit_code == 1  # completed now
+
+
+def test_resume_text_names_damaged_checkpoints(runner: CliRunner, tmp_path: Path) -> None:
+    crashed(tmp_path, "wf", 4)
+    damage(tmp_path, b"ckpt", checkpoint_key("wf", 5), 30)
+    result = invoke(runner, "resume", "wf", store=tmp_path)
+    assert result.stdout.startswith("resumed from checkpoint 4, past damaged checkpoints 5\n")
+
+
+def test_resume_of_a_changed_definition_needs_force(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    crashed(tmp_path, "wf", 3)
+    with CheckpointStore(tmp_path) as store:
+        lease = store.acquire_lease("wf", extras={"definition": {"fingerprint": "0" * 16}})
+        store.release_lease(lease)
+    result = invoke(runner, "resume", "wf", store=tmp_path)
+    assert result.exit_code == 1
+    lines = error_lines(result)
+    assert lines[0].startswith(
+        "error: workflow 'wf' changed definition: it started with other steps "
+        "(fingerprint 0000000000000000); the definition now has s00, s01,"
+    )
+    assert "--force" in lines[1]
+    forced = invoke(runner, "resume", "wf", "--force", store=tmp_path)
+    assert forced.exit_code == 0, forced.output
+
+
+def test_resume_errors_create_no_store(runner: CliRunner, tmp_path: Path) -> None:
+    result = invoke(runner, "resume", "wf", store=tmp_path / "nowhere")
+    assert result.exit_code == 1
+    assert error_lines(result)[0] == f"error: no store at {tmp_path / 'nowhere'}"
+    assert not (tmp_path / "nowhere").exists()
+    with CheckpointStore(tmp_path / "s") as store:
+        store.put("plain", {})
+    result = invoke(runner, "resume", "plain", store=tmp_path / "s")
+    assert error_lines(result)[0] == "error: workflow 'plain' has no entrypoint recorded"
+
+
+def test_config_show_and_check(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lmdbstate.toml").write_text('map_size = "64MiB"\n')
+    env = {"LMDBSTATE_DURABILITY": "async"}
+    result = invoke(runner, "config", "show", "--json", env=env)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["map_size"] == {"value": "64MiB", "source": str(tmp_path / "lmdbstate.toml")}
+    assert data["durability"] == {"value": "async", "source": "env LMDBSTATE_DURABILITY"}
+    assert data["path"] == {"value": str(tmp_path / ".lmdbstate"), "source": "default"}
+    assert data["retention_keep_last"] == {"value": None, "source": "default"}
+    option = json.loads(invoke(runner, "config", "show", "--json", store=Path("x")).stdout)
+    assert option["path"] == {"value": str(tmp_path / "x"), "source": "argument"}
+    table = invoke(runner, "config", "show", env=env)
+    assert re.search(r"│ durability +│ async +│ env LMDBSTATE_DURABILITY +│", table.stdout)
+    assert re.search(r"│ checkpoint_interval +│ - +│ default +│", table.stdout)
+    check = invoke(runner, "config", "check")
+    assert (
+        check.stdout
+        == f"ok: the configuration is valid (files read: {tmp_path / 'lmdbstate.toml'})\n"
+    )
+    assert json.loads(invoke(runner, "config", "check", "--json").stdout) == {
+        "ok": True, "files": [str(tmp_path / "lmdbstate.toml")],
+    }  # fmt: skip
+
+
+def test_config_check_names_the_bad_value(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lmdbstate.toml").write_text('checkpoint_policy = "hourly"\n')
+    for command in ("check", "show"):
+        result = invoke(runner, "config", command)
+        assert result.exit_code == 1
+        assert error_lines(result)[0] == (
+            f"error: checkpoint_policy from {tmp_path / 'lmdbstate.toml'}: expected one of "
+            "every_step, every_n_steps, on_gates, time_based, manual, got 'hourly'"
+        )
+    # A command that names its store does not read the broken file.
+    assert invoke(runner, "list", store=tmp_path / "none").stderr.startswith("error: no store")
+    assert invoke(runner, "list").stderr.startswith("error: checkpoint_policy from")
+    assert invoke(runner, "config").exit_code == 2  # a group without its command
+
+
+def test_demo(runner: CliRunner, tmp_path: Path) -> None:
+    result = invoke(runner, "demo", "--id", "d1", "--seed", "7", "--json", store=tmp_path)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["matches"] is True
+    assert data["workflow_id"] == "d1"
+    assert len(data["steps"]) == 12
+    assert data["gates"] == ["review"]
+    assert data["state_bytes"] > 200 * 1024
+    assert data["lease_taken_over"] is True
+    # Killed after checkpoint 2 or 3 (after steps 3 and 6), before the end.
+    assert data["acknowledged"][-1] in (2, 3)
+    assert 3 <= len(data["done_before_kill"]) < 12
+    assert data["resumed_from"] >= data["acknowledged"][-1]
+    done = data["done_before_kill"]
+    assert data["run_again"] == done[len(done) - len(data["run_again"]) :]
+    assert [c["trigger"] for c in data["checkpoints"]][0] == "start"
+    assert data["checkpoints"][-1]["trigger"] == "final"
+    assert data["seconds"] < 10
+    assert stored(tmp_path, lambda s: s.workflow("d1").status) == "completed"
+
+
+def test_demo_text(runner: CliRunner, tmp_path: Path) -> None:
+    result = invoke(runner, "demo", "--seed", "1", store=tmp_path)
+    assert result.exit_code == 0, result.output
+    flat = " ".join(result.stdout.split())
+    for phrase in (
+        "steps 12: fetch, clean, tokenize, count, stopwords, weigh, review, cluster",
+        "gates review",
+        "policy every_n_steps (3), and the first and the final checkpoint",
+        "run lmdbstate --store",
+        "kill SIGKILL",
+        "lease still held by the killed run: taken over, as its process ended",
+        "resume from checkpoint",
+        "run again ",
+        "result: completed; the final state equals the uninterrupted run's",
+    ):
+        assert phrase in flat
+    (workflow,) = stored(tmp_path, lambda s: list(s.workflows()))
+    assert workflow.workflow_id.startswith("demo-")
+    again = invoke(runner, "demo", "--id", workflow.workflow_id, store=tmp_path)
+    assert again.exit_code == 1
+    assert error_lines(again)[0] == f"error: workflow {workflow.workflow_id!r} already exists"
+
+
+def test_step_lines_without_a_start_time() -> None:
+    record = StepRecord("fetch", 0, 1, 12, None, 5, None, None)
+    assert render.step_line(record) == "step 1/12 fetch"
+
+
+def test_the_console_script_prints_library_warnings(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    logger = logging.getLogger("lmdbstate")
+    monkeypatch.setattr(logger, "handlers", [])
+    monkeypatch.setattr("sys.argv", ["lmdbstate", "--version"])
+    with pytest.raises(SystemExit):
+        main()
+    (handler,) = logger.handlers
+    logger.warning("checkpoints %s are damaged", "6")
+    assert capsys.readouterr().err == "warning: checkpoints 6 are damaged\n"

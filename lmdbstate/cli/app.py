@@ -4,16 +4,24 @@ Exit codes: 0 ok, 1 error (one line on stderr, with a hint), 2 usage, 3 damage f
 """
 
 import enum
+import json
+import logging
 import os
+import sys
+import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from .. import __version__
+from .. import __version__, runner
+from ..config import CheckpointPolicy, Config, load_config
+from ..demo import run_demo
 from ..errors import IntegrityError, LmdbStateError, StoreCorruptedError
+from ..policy import Policy
 from ..store import DEFAULT_PATH, CheckpointStore
 from ..store import recover as recover_store
 from . import render
@@ -81,7 +89,9 @@ def root(
 ) -> None:
     """Inspect and maintain an lmdbstate checkpoint store.
 
-    The store is --store, else $LMDBSTATE_PATH, else .lmdbstate in the working directory.
+    The store is --store, else $LMDBSTATE_PATH, else the path the config file sets
+    (lmdbstate.toml, or [tool.lmdbstate] in pyproject.toml), else .lmdbstate, in the
+    working directory.
     Exit codes: 0 ok, 1 error, 2 usage error, 3 damage found.
     """
     ctx.obj = store
@@ -116,8 +126,28 @@ def _errors_handled() -> Iterator[None]:
 @contextmanager
 def _store(ctx: typer.Context, *, readonly: bool = True) -> Iterator[CheckpointStore]:
     """Open the store for one command, with errors handled."""
-    with _errors_handled(), CheckpointStore(ctx.obj, readonly=readonly) as store:
+    with _errors_handled(), CheckpointStore(_store_path(ctx), readonly=readonly) as store:
         yield store
+
+
+def _store_source(ctx: typer.Context) -> str:
+    """Where --store came from: ``COMMANDLINE``, ``ENVIRONMENT`` (LMDBSTATE_PATH) or ``DEFAULT``."""
+    source = ctx.find_root().get_parameter_source("store")
+    return "DEFAULT" if source is None else source.name
+
+
+def _store_path(ctx: typer.Context) -> Path:
+    # The configuration is read only when no store was named: a broken config file does not
+    # stop the commands that name theirs.
+    path: Path = ctx.obj
+    return Path(load_config().path) if _store_source(ctx) == "DEFAULT" else path
+
+
+def _config(ctx: typer.Context, **overrides: Any) -> Config:
+    """The effective configuration, with --store as its path when given on the command line."""
+    if _store_source(ctx) == "COMMANDLINE":
+        overrides["path"] = os.fspath(ctx.obj)
+    return load_config(**overrides)
 
 
 @app.command("list")
@@ -284,6 +314,154 @@ def recover(
         raise typer.Exit(EXIT_DAMAGE)
 
 
+# -- run, resume, config, demo ----------------------------------------------------------------
+
+
+def _json_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise typer.BadParameter(f"not valid JSON: {exc}") from None
+
+
+def _import_from_cwd() -> None:
+    """Let an entrypoint name a module in the working directory, as ``python -m`` does."""
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+
+
+@app.command("run")
+def run_workflow(
+    ctx: typer.Context,
+    entrypoint: Annotated[
+        str,
+        typer.Argument(
+            metavar="MODULE:ATTR", help="The Workflow object to run, e.g. lmdbstate.demo:WORKFLOW."
+        ),
+    ],
+    workflow_id: Annotated[str, typer.Option("--id", help="The new workflow's id.")],
+    state: Annotated[
+        Any,
+        typer.Option(
+            "--state", metavar="JSON", parser=_json_value, help="The initial state, as JSON."
+        ),
+    ] = "{}",
+    policy: Annotated[
+        CheckpointPolicy | None,
+        typer.Option("--policy", help="When to checkpoint (default: the configured policy)."),
+    ] = None,
+    interval: Annotated[
+        float | None,
+        typer.Option(
+            "--interval",
+            help="Steps for every_n_steps, seconds for time_based (default: the configured one).",
+        ),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Start a workflow and run all its steps, checkpointing at step boundaries.
+
+    Creates the store if needed. Each step prints a line on stderr. The entrypoint is
+    recorded, so `lmdbstate resume WORKFLOW_ID` can continue the workflow after a crash.
+    """
+    overrides: dict[str, Any] = {}
+    if policy is not None:
+        overrides["checkpoint_policy"] = policy
+    if interval is not None:
+        overrides["checkpoint_interval"] = int(interval) if interval.is_integer() else interval
+    with _store(ctx, readonly=False) as store:
+        chosen = Policy.from_config(_config(ctx, **overrides))
+        _import_from_cwd()
+        workflow = runner.load_workflow(entrypoint)
+        result = runner.run(
+            store, workflow, workflow_id, state, policy=chosen, entrypoint=entrypoint,
+            on_step=render.step_done,
+        )  # fmt: skip
+    render.run_result(result, as_json=as_json)
+
+
+@app.command("resume")
+def resume_workflow(
+    ctx: typer.Context,
+    workflow_id: WorkflowId,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Continue even though the workflow's steps changed since it started."
+        ),
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Continue a workflow from its newest intact checkpoint and run the steps after it.
+
+    Loads the workflow by the entrypoint `lmdbstate run` recorded, and keeps the policy it
+    started with. Refuses a completed workflow, one another executor is running, and one
+    whose steps changed (unless --force).
+    """
+    with _store(ctx) as store:
+        store.workflow(workflow_id)  # a missing store or workflow fails before a writable open
+    with _store(ctx, readonly=False) as store:
+        _import_from_cwd()
+        result = runner.resume(store, workflow_id, force=force, on_step=render.step_done)
+    render.run_result(result, as_json=as_json)
+
+
+config_app = typer.Typer(
+    name="config",
+    help="Show or check the configuration: lmdbstate.toml, pyproject.toml, LMDBSTATE_* variables.",
+    no_args_is_help=True,
+)
+app.add_typer(config_app)
+
+
+@config_app.command("show")
+def config_show(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """Show the effective configuration and where each value came from."""
+    with _errors_handled():
+        config = _config(ctx)
+    render.config_settings(config, as_json=as_json)
+
+
+@config_app.command("check")
+def config_check(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """Check the configuration; exit 1 with the error when a value is wrong."""
+    with _errors_handled():
+        config = _config(ctx)
+    render.config_valid(config, as_json=as_json)
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    workflow_id: Annotated[
+        str | None,
+        typer.Option("--id", help="The demo workflow's id (default: demo- and the time)."),
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Seeds the moment of the kill (default: random).")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run a workflow in a subprocess, SIGKILL it part-way, resume it and check the result.
+
+    The workflow is lmdbstate.demo:WORKFLOW: twelve steps, one a gate, building a state of a
+    few hundred KiB. Its final state is compared with an uninterrupted run's. Creates the
+    store if needed; takes a few seconds.
+    """
+    chosen = (
+        workflow_id or time.strftime("demo-%Y%m%d-%H%M%S-", time.gmtime()) + uuid.uuid4().hex[:4]
+    )
+    with _store(ctx, readonly=False) as store:
+        report = run_demo(store, chosen, seed=seed)
+    render.demo_report(report, as_json=as_json)
+    if not report.matches:
+        render.error(
+            "the resumed workflow's final state differs from the uninterrupted run's",
+            hint="this is a bug in lmdbstate; please report it with the output above",
+        )
+        raise typer.Exit(EXIT_ERROR)
+
+
 def _confirmed(question: str) -> bool:
     """Ask a yes/no question (default no); end of input or Ctrl-C count as no."""
     try:
@@ -294,4 +472,7 @@ def _confirmed(question: str) -> bool:
 
 def main() -> None:
     """The console script's entry point."""
+    # The library never prints; its warnings (a damaged checkpoint skipped, a lease taken
+    # over) are worth a line on a terminal.
+    logging.getLogger("lmdbstate").addHandler(render.WarningLines(logging.WARNING))
     app()

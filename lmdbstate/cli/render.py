@@ -10,8 +10,10 @@ import base64
 import dataclasses
 import datetime as dt
 import json
+import logging
 import math
 import os
+import shlex
 import sys
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -31,6 +33,8 @@ from rich.progress import (
 from rich.table import Column, Table
 from rich.text import Text
 
+from ..config import Config
+from ..demo import DemoReport
 from ..errors import LmdbStateError
 from ..models import (
     Checkpoint,
@@ -43,6 +47,7 @@ from ..models import (
     WorkflowInfo,
     utc_from_ns,
 )
+from ..runner import RunResult, StepRecord
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
 
@@ -264,6 +269,15 @@ def error(exc: LmdbStateError | str, hint: str | None = None) -> None:
         console.print(f"hint: {hint}", markup=False)
 
 
+class WarningLines(logging.Handler):
+    """The library's log records, one ``warning: ...`` line each on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Print the record's message."""
+        console = Console(stderr=True, highlight=False, soft_wrap=True)
+        console.print(f"warning: {record.getMessage()}", markup=False)
+
+
 @contextmanager
 def progress(label: str, total_bytes: int | None) -> Iterator[Callable[[int, int], None] | None]:
     """A progress bar on stderr while the block runs, when stderr is a terminal.
@@ -386,3 +400,151 @@ def recover_report(report: RecoverReport, *, as_json: bool) -> None:
             "records found only by scanning may be copies LMDB had freed (deleted checkpoints) "
             "or commits newer than the snapshot: check them with `lmdbstate history`"
         )
+
+
+# -- run, resume, config, demo ----------------------------------------------------------------
+
+
+def step_line(record: StepRecord) -> str:
+    """``step 3/12 tokenize: 0.121 s, checkpoint 2 (step_count)``; the demo reads these lines."""
+    text = f"step {record.completed}/{record.total} {record.step}"
+    if record.started_ns is not None:
+        text += f": {(record.finished_ns - record.started_ns) / 1e9:.3f} s"
+    if record.checkpoint is not None:
+        text += f", checkpoint {record.checkpoint.seq} ({record.trigger})"
+    return text
+
+
+def step_done(record: StepRecord) -> None:
+    """A progress line on stderr for each step ``run`` and ``resume`` complete."""
+    Console(stderr=True, highlight=False, soft_wrap=True).print(step_line(record), markup=False)
+
+
+def _seqs(seqs: Iterable[int]) -> str:
+    return ", ".join(map(str, seqs)) or "none"
+
+
+def run_result(result: RunResult, *, as_json: bool) -> None:
+    """The output of ``run`` and ``resume``, once the workflow completed."""
+    if as_json:
+        emit_json(
+            {
+                "workflow_id": result.workflow_id,
+                "status": "completed",
+                "resumed_from": result.resumed_from,
+                "skipped_damaged": list(result.skipped_damaged),
+                "steps_run": list(result.steps_run),
+                "checkpoints": [_info_dict(info) for info in result.checkpoints],
+                "state": to_jsonable(result.state),
+            }
+        )
+        return
+    if result.resumed_from is not None:
+        skipped = result.skipped_damaged
+        message(
+            f"resumed from checkpoint {result.resumed_from}"
+            + (f", past damaged checkpoints {_seqs(skipped)}" if skipped else "")
+        )
+        message(f"steps run again: {', '.join(result.steps_run) or 'none'}")
+    else:
+        message(f"steps run: {', '.join(result.steps_run)}")
+    message(f"checkpoints written: {_seqs(info.seq for info in result.checkpoints)}")
+    message(f"workflow {result.workflow_id!r} completed")
+
+
+def config_settings(config: Config, *, as_json: bool) -> None:
+    """The ``config show`` output: every setting, its value and where it came from."""
+    settings = config.settings()
+    if as_json:
+        emit_json(
+            {
+                name: {"value": value, "source": config.sources[name]}
+                for name, value in settings.items()
+            }
+        )
+        return
+    rows = (
+        (name, "-" if value is None else str(value), config.sources[name])
+        for name, value in settings.items()
+    )
+    columns = ("setting", "value", Column("source", overflow="fold"))
+    _table(columns, rows, empty="no settings")
+
+
+def config_valid(config: Config, *, as_json: bool) -> None:
+    """The ``config check`` output when the configuration is valid."""
+    files = sorted({source for source in config.sources.values() if source.startswith("/")})
+    if as_json:
+        emit_json({"ok": True, "files": files})
+    else:
+        message(f"ok: the configuration is valid (files read: {', '.join(files) or 'none'})")
+
+
+def demo_report(report: DemoReport, *, as_json: bool) -> None:
+    """The ``demo`` output: what ran, when it was killed, where it resumed, what it found."""
+    if as_json:
+        data = dataclasses.asdict(report)
+        data["checkpoints"] = [
+            {"seq": seq, "step": step, "trigger": trigger}
+            for seq, step, trigger in report.checkpoints
+        ]
+        emit_json(to_jsonable(data))
+        return
+    done = report.done_before_kill
+    rows: list[tuple[str, str]] = [
+        ("workflow", f"{report.workflow_id} in {report.store}"),
+        ("steps", f"{len(report.steps)}: {', '.join(report.steps)}"),
+        ("gates", ", ".join(report.gates)),
+        ("policy", f"{report.policy}, and the first and the final checkpoint"),
+        (
+            "reference",
+            f"uninterrupted, in memory (persistence disabled), without the waits: "
+            f"{report.reference_seconds:.2f} s; final state {human_bytes(report.state_bytes)}",
+        ),
+        ("run", f"{shlex.join(report.command[2:])}  (pid {report.pid})"),
+        (
+            "kill",
+            f"SIGKILL {report.kill_delay * 1000:.0f} ms after checkpoint "
+            f"{report.acknowledged[-1]} was reported, inside step {len(done) + 1} "
+            f"({report.steps[len(done)]})",
+        ),
+        ("done", f"{len(done)} steps: {', '.join(done)}; checkpoints {_seqs(report.acknowledged)}"),
+    ]
+    if report.lease_taken_over:
+        rows.append(("lease", "still held by the killed run: taken over, as its process ended"))
+    position = report.steps.index(report.resumed_after) + 1
+    again = ", ".join(report.run_again)
+    rows += [
+        (
+            "resume",
+            f"from checkpoint {report.resumed_from}, taken after step {position} "
+            f"({report.resumed_after})",
+        ),
+        (
+            "run again",
+            f"{again} (done before the kill, not checkpointed)"
+            if again
+            else "none: no step was done after that checkpoint",
+        ),
+    ]
+    summary = Table.grid(padding=(0, 2))
+    for name, value in rows:
+        summary.add_row(_label(name), value)
+    _stdout().print(summary)
+    for record in report.resumed_steps:
+        message(f"    {step_line(record)}")
+    verdict = (
+        "the final state equals the uninterrupted run's"
+        if report.matches
+        else "THE FINAL STATE DIFFERS from the uninterrupted run's"
+    )
+    message(f"result: completed; {verdict} (digest {report.digest}), {report.seconds:.1f} s in all")
+    message(
+        f"the workflow's {len(report.checkpoints)} checkpoints "
+        f"({human_bytes(report.workflow_bytes)}):"
+    )
+    rows_table = (
+        (str(seq), "-" if step is None else str(step), trigger)
+        for seq, step, trigger in report.checkpoints
+    )
+    _table(("seq", "step", "trigger"), rows_table, empty="no checkpoints")
