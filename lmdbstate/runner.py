@@ -40,6 +40,8 @@ from .store import DEFAULT_LEASE_TTL, CheckpointStore
 if TYPE_CHECKING:
     import asyncio
 
+    from .config import Config, ConfigWatcher
+
 log = logging.getLogger("lmdbstate")
 
 _MESSAGE_LIMIT = 1000  # characters of an error message recorded with a failed workflow
@@ -506,6 +508,7 @@ def run(
     entrypoint: str | None = None,
     lease_ttl: float = DEFAULT_LEASE_TTL,
     on_step: Callable[[StepRecord], None] | None = None,
+    reload: ConfigWatcher | None = None,
 ) -> RunResult:
     """Start a new workflow and run every step, checkpointing as ``policy`` says.
 
@@ -522,6 +525,8 @@ def run(
             load it by; it must name the same definition.
         lease_ttl: see ``Checkpointer``.
         on_step: called after each step (and its checkpoint, when one is written).
+        reload: polled after each checkpoint: when its file was edited, the checkpoint policy
+            of the new configuration applies from the next step on.
 
     Raises:
         WorkflowExistsError: the id already holds checkpoints.
@@ -545,7 +550,7 @@ def run(
         "policy": {"name": policy.name, "interval": policy.interval},
     }
     first = checkpointer.start(initial_state, extras=recorded)
-    return _execute(checkpointer, workflow, initial_state, on_step, (first,), None, ())
+    return _execute(checkpointer, workflow, initial_state, on_step, reload, (first,), None, ())
 
 
 def resume(
@@ -557,6 +562,7 @@ def resume(
     policy: Policy | None = None,
     lease_ttl: float = DEFAULT_LEASE_TTL,
     on_step: Callable[[StepRecord], None] | None = None,
+    reload: ConfigWatcher | None = None,
 ) -> RunResult:
     """Continue a workflow from its newest intact checkpoint and run its remaining steps.
 
@@ -573,6 +579,8 @@ def resume(
         policy: when to checkpoint; by default the policy the workflow was started with.
         lease_ttl: see ``Checkpointer``.
         on_step: called after each step (and its checkpoint, when one is written).
+        reload: polled after each checkpoint: when its file was edited, the checkpoint policy
+            of the new configuration applies from the next step on.
 
     Raises:
         WorkflowNotFoundError: no such workflow.
@@ -622,7 +630,30 @@ def resume(
         "workflow %r: resuming from checkpoint %d; steps to run: %s",
         workflow_id, ckpt.seq, ", ".join(workflow.step_names[first:]) or "none",
     )  # fmt: skip
-    return _execute(checkpointer, workflow, ckpt.state, on_step, (), ckpt.seq, ckpt.damaged_newer)
+    return _execute(
+        checkpointer, workflow, ckpt.state, on_step, reload, (), ckpt.seq, ckpt.damaged_newer
+    )
+
+
+def _follow_config(
+    checkpointer: Checkpointer, reload: ConfigWatcher, previous: Config | None
+) -> Config:
+    """Adopt the checkpoint policy of an edited configuration file; return the config in force.
+
+    Only an edit counts (``poll`` returns a new object): a policy given explicitly stays in
+    force until the file changes.
+    """
+    current = reload.poll()
+    if current is not previous:
+        policy = Policy.from_config(current)
+        if policy != checkpointer.policy:
+            log.info(
+                "workflow %r: the configuration changed; checkpoint policy now %s",
+                checkpointer.workflow_id, policy.name
+                + ("" if policy.interval is None else f" ({policy.interval})"),
+            )  # fmt: skip
+            checkpointer.policy = policy
+    return current
 
 
 def _recorded_workflow(workflow_id: str, recorded: dict[str, Any]) -> Workflow:
@@ -682,6 +713,7 @@ def _execute(
     workflow: Workflow,
     state: Any,
     on_step: Callable[[StepRecord], None] | None,
+    reload: ConfigWatcher | None,
     written: tuple[CheckpointInfo, ...],
     resumed_from: int | None,
     skipped_damaged: tuple[int, ...],
@@ -689,6 +721,7 @@ def _execute(
     """Run the steps from ``checkpointer.completed`` on, then mark the workflow completed."""
     first = checkpointer.completed
     checkpoints = list(written)
+    config = None if reload is None else reload.config
     token = _ACTIVE.set(checkpointer)
     try:
         with checkpointer, ExitStack() as stack:
@@ -711,6 +744,8 @@ def _execute(
                 )
                 if record.checkpoint is not None:
                     checkpoints.append(record.checkpoint)
+                    if reload is not None:
+                        config = _follow_config(checkpointer, reload, config)
                 if on_step is not None:
                     on_step(record)
             checkpointer.complete()

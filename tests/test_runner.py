@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from lmdbstate import (
     CheckpointStore,
     CodecError,
     Config,
+    ConfigWatcher,
     DefinitionChangedError,
     InvalidInputError,
     NotResumableError,
@@ -610,3 +612,43 @@ def test_an_unreadable_lease_counts_as_released(
         assert store.lease("wf") is None
         assert resume(store, "wf").state == FINAL
     assert "workflow 'wf': its lease cannot be read; it counts as released" in caplog.text
+
+
+def test_an_edited_config_file_changes_the_policy_at_the_next_checkpoint(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "lmdbstate.toml").write_text('checkpoint_policy = "every_step"\n')
+    watcher = ConfigWatcher(cwd=tmp_path, environ={})
+    edited_at = 3
+
+    def edit_then_advance(index: int) -> Step:
+        def fn(state: dict[str, Any]) -> dict[str, Any]:
+            if index == edited_at:
+                # Another mtime than the first write's, even on a coarse clock.
+                (tmp_path / "lmdbstate.toml").write_text('checkpoint_policy = "manual"\n')
+                os.utime(tmp_path / "lmdbstate.toml", (1, 1))
+            return advance(index, state)
+
+        return Step(f"s{index:02d}", fn)
+
+    workflow = Workflow("edited", [edit_then_advance(i) for i in range(STEPS)])
+    with (
+        caplog.at_level(logging.INFO, logger="lmdbstate"),
+        Config(enabled=False).open_store() as store,
+    ):
+        result = run(store, workflow, "wf", initial(), policy=every_step, reload=watcher)
+        checkpoints = triggers(store, "wf")
+    assert result.state == FINAL
+    # every_step up to the step that edited the file (its checkpoint is where the poll sees the
+    # edit), then manual: nothing more but the final checkpoint.
+    assert [trigger for _, _, trigger in checkpoints] == ["start"] + ["step"] * (edited_at + 1) + [
+        "final"
+    ]
+    assert "checkpoint policy now manual" in caplog.text
+
+
+def test_without_an_edit_the_given_policy_stays(memory: CheckpointStore, tmp_path: Path) -> None:
+    (tmp_path / "lmdbstate.toml").write_text('checkpoint_policy = "manual"\n')
+    watcher = ConfigWatcher(cwd=tmp_path, environ={})
+    result = run(memory, SIMPLE, "wf", initial(), policy=every_step, reload=watcher)
+    assert len(result.checkpoints) == 11  # as with every_step alone: the file never changed

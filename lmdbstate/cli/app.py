@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import typer
 
 from .. import __version__, runner
-from ..config import CheckpointPolicy, Config, load_config
+from ..config import CheckpointPolicy, Config, ConfigWatcher, load_config
 from ..demo import run_demo
 from ..errors import IntegrityError, LmdbStateError, StoreCorruptedError
 from ..policy import Policy
@@ -145,9 +145,18 @@ def _store_path(ctx: typer.Context) -> Path:
 
 def _config(ctx: typer.Context, **overrides: Any) -> Config:
     """The effective configuration, with --store as its path when given on the command line."""
+    return load_config(**_with_store(ctx, overrides))
+
+
+def _watcher(ctx: typer.Context, **overrides: Any) -> ConfigWatcher:
+    """The configuration of a running workflow, reloaded at its checkpoints when edited."""
+    return ConfigWatcher(**_with_store(ctx, overrides))
+
+
+def _with_store(ctx: typer.Context, overrides: dict[str, Any]) -> dict[str, Any]:
     if _store_source(ctx) == "COMMANDLINE":
         overrides["path"] = os.fspath(ctx.obj)
-    return load_config(**overrides)
+    return overrides
 
 
 @app.command("list")
@@ -370,12 +379,12 @@ def run_workflow(
     if interval is not None:
         overrides["checkpoint_interval"] = int(interval) if interval.is_integer() else interval
     with _store(ctx, readonly=False) as store:
-        chosen = Policy.from_config(_config(ctx, **overrides))
+        watcher = _watcher(ctx, **overrides)
         _import_from_cwd()
         workflow = runner.load_workflow(entrypoint)
         result = runner.run(
-            store, workflow, workflow_id, state, policy=chosen, entrypoint=entrypoint,
-            on_step=render.step_done,
+            store, workflow, workflow_id, state, policy=Policy.from_config(watcher.config),
+            entrypoint=entrypoint, on_step=render.step_done, reload=watcher,
         )  # fmt: skip
     render.run_result(result, as_json=as_json)
 
@@ -402,7 +411,9 @@ def resume_workflow(
         store.workflow(workflow_id)  # a missing store or workflow fails before a writable open
     with _store(ctx, readonly=False) as store:
         _import_from_cwd()
-        result = runner.resume(store, workflow_id, force=force, on_step=render.step_done)
+        result = runner.resume(
+            store, workflow_id, force=force, on_step=render.step_done, reload=_watcher(ctx)
+        )
     render.run_result(result, as_json=as_json)
 
 
