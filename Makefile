@@ -4,7 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_DEV := $(VENV)/.installed-dev
+STAMP_BENCH := $(VENV)/.installed-bench
 STORE ?= .lmdbstate
+BENCH_ARGS ?=
 
 .PHONY: demo test lint tests bench clean
 
@@ -21,6 +23,10 @@ $(STAMP_DEV): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@ $(STAMP_RUN)
 
+$(STAMP_BENCH): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $@ $(STAMP_DEV) $(STAMP_RUN)
+
 demo: $(STAMP_RUN)
 	$(BIN)/lmdbstate --store $(STORE) demo
 	$(BIN)/lmdbstate --store $(STORE) stats
@@ -35,8 +41,10 @@ tests: $(STAMP_DEV)
 
 test: lint tests
 
-bench: $(STAMP_DEV)
-	$(BIN)/python -m benchmarks
+# Writes docs/benchmarks.md and docs/benchmarks.png (under 10 minutes); BENCH_ARGS=--quick
+# for a smoke run, BENCH_ARGS=overhead for lmdbstate against bare py-lmdb alone.
+bench: $(STAMP_BENCH)
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage $(STORE)
