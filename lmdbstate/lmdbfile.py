@@ -633,100 +633,15 @@ class DataFile:
         """
         if record.empty:
             return []
-        problems: list[Skipped] = []
-        last_key: list[bytes | None] = [None]
-        leaves = self._check_page(
-            record.root, 1, record.depth, (None, None), problems, last_key, set()
-        )
-        if not problems and leaves != record.entries:
-            problems.append(
-                Skipped(
-                    record.root, f"the tree holds {leaves} items, its record says {record.entries}"
-                )
-            )
-        return problems
+        check = _TreeCheck(self, record.depth)
+        leaves = check.page(record.root, 1, (None, None))
+        if not check.problems and leaves != record.entries:
+            reason = f"the tree holds {leaves} items, its record says {record.entries}"
+            check.problems.append(Skipped(record.root, reason))
+        return check.problems
 
-    def _check_page(
-        self,
-        pgno: int,
-        level: int,
-        depth: int,
-        bounds: tuple[bytes | None, bytes | None],
-        problems: list[Skipped],
-        last_key: list[bytes | None],
-        visited: set[int],
-    ) -> int:
-        """Check page ``pgno`` at ``level`` (1: the root) and what is below; return its items.
-
-        Every key below must lie in ``bounds``: ``[low, high)``, None for no bound.
-        """
-        if pgno in visited:
-            problems.append(Skipped(pgno, "reached a second time: the tree has a cycle"))
-            return 0
-        visited.add(pgno)
-        try:
-            page = self.read_page(pgno)
-        except PageError as exc:
-            problems.append(exc.skipped())
-            return 0
-        expected = P_LEAF if level == depth else P_BRANCH
-        if page.flags != expected or level > depth:
-            kind = "leaf" if expected == P_LEAF else "branch"
-            problems.append(
-                Skipped(pgno, f"flags {page.flags:#06x} at level {level} of {depth}: not a {kind}")
-            )
-            return 0
-        if expected == P_BRANCH:
-            return self._check_branch(page, level, depth, bounds, problems, last_key, visited)
-        items = 0
-        low, high = bounds
-        for index in range(page.node_count):
-            try:
-                node = self._node(page, index)
-                self._check_leaf_node(page, index, node)
-            except PageError as exc:
-                problems.append(exc.skipped())
-                continue
-            if last_key[0] is not None and node.key <= last_key[0]:
-                problems.append(Skipped(pgno, "its key does not sort after the one before", index))
-            elif (low is not None and node.key < low) or (high is not None and node.key >= high):
-                problems.append(Skipped(pgno, "its key is outside its branch keys' range", index))
-            last_key[0] = node.key
-            items += 1
-        return items
-
-    def _check_branch(
-        self,
-        page: Page,
-        level: int,
-        depth: int,
-        bounds: tuple[bytes | None, bytes | None],
-        problems: list[Skipped],
-        last_key: list[bytes | None],
-        visited: set[int],
-    ) -> int:
-        # Node 0's key is not used (LMDB leaves it empty); node i > 0's key is the lowest key
-        # below child i and above everything below child i - 1.
-        children: list[tuple[int, bytes | None]] = []
-        for index in range(page.node_count):
-            try:
-                child = self._child(page, index)
-                key = None if index == 0 else self._node(page, index).key
-            except PageError as exc:
-                problems.append(exc.skipped())
-                return 0
-            children.append((child, key))
-        low, high = bounds
-        items = 0
-        for index, (child, key) in enumerate(children):
-            child_low = low if key is None else key
-            child_high = children[index + 1][1] if index + 1 < len(children) else high
-            items += self._check_page(
-                child, level + 1, depth, (child_low, child_high), problems, last_key, visited
-            )
-        return items
-
-    def _check_leaf_node(self, page: Page, index: int, node: _Node) -> None:
+    def check_leaf_node(self, page: Page, index: int, node: _Node) -> None:
+        """Raise PageError unless leaf node ``index`` and the value it points to fit."""
         if node.flags & ~_LEAF_NODE_FLAGS or node.flags & F_DUPDATA:
             raise self._error(page.pgno, f"node flags {node.flags:#06x} are not expected", index)
         if not node.flags & F_BIGDATA:
@@ -831,6 +746,83 @@ class DataFile:
                         yield self._leaf_item(page, index)
                     except PageError as exc:
                         yield exc.skipped()
+
+
+class _TreeCheck:
+    """One run of :meth:`DataFile.check_tree`: what it has seen and found so far."""
+
+    def __init__(self, data: DataFile, depth: int) -> None:
+        self.data = data
+        self.depth = depth
+        self.problems: list[Skipped] = []
+        self.last_key: bytes | None = None
+        self.visited: set[int] = set()
+
+    def page(self, pgno: int, level: int, bounds: tuple[bytes | None, bytes | None]) -> int:
+        """Check page ``pgno`` at ``level`` (1: the root) and what is below; return its items.
+
+        Every key below must lie in ``bounds``: ``[low, high)``, None for no bound.
+        """
+        if pgno in self.visited:
+            self.problems.append(Skipped(pgno, "reached a second time: the tree has a cycle"))
+            return 0
+        self.visited.add(pgno)
+        try:
+            page = self.data.read_page(pgno)
+        except PageError as exc:
+            self.problems.append(exc.skipped())
+            return 0
+        expected = P_LEAF if level == self.depth else P_BRANCH
+        if page.flags != expected or level > self.depth:
+            kind = "leaf" if expected == P_LEAF else "branch"
+            reason = f"flags {page.flags:#06x} at level {level} of {self.depth}: not a {kind}"
+            self.problems.append(Skipped(pgno, reason))
+            return 0
+        if expected == P_BRANCH:
+            return self.branch(page, level, bounds)
+        return self.leaf(page, bounds)
+
+    def branch(self, page: Page, level: int, bounds: tuple[bytes | None, bytes | None]) -> int:
+        """Check a branch page's children, each within the keys its neighbours give it."""
+        # Node 0's key is not used (LMDB leaves it empty); node i > 0's key is the lowest key
+        # below child i and above everything below child i - 1.
+        children: list[tuple[int, bytes | None]] = []
+        for index in range(page.node_count):
+            try:
+                child = self.data._child(page, index)
+                key = None if index == 0 else self.data._node(page, index).key
+            except PageError as exc:
+                self.problems.append(exc.skipped())
+                return 0
+            children.append((child, key))
+        low, high = bounds
+        items = 0
+        for index, (child, key) in enumerate(children):
+            child_low = low if key is None else key
+            child_high = children[index + 1][1] if index + 1 < len(children) else high
+            items += self.page(child, level + 1, (child_low, child_high))
+        return items
+
+    def leaf(self, page: Page, bounds: tuple[bytes | None, bytes | None]) -> int:
+        """Check a leaf page's nodes and keys; return how many items it holds."""
+        low, high = bounds
+        items = 0
+        for index in range(page.node_count):
+            try:
+                node = self.data._node(page, index)
+                self.data.check_leaf_node(page, index, node)
+            except PageError as exc:
+                self.problems.append(exc.skipped())
+                continue
+            if self.last_key is not None and node.key <= self.last_key:
+                reason = "its key does not sort after the one before"
+                self.problems.append(Skipped(page.pgno, reason, index))
+            elif (low is not None and node.key < low) or (high is not None and node.key >= high):
+                reason = "its key is outside its branch keys' range"
+                self.problems.append(Skipped(page.pgno, reason, index))
+            self.last_key = node.key
+            items += 1
+        return items
 
 
 # -- preflight --------------------------------------------------------------------------------
