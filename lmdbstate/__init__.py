@@ -2,6 +2,7 @@
 
 from importlib import metadata as _metadata
 
+from .aio import AsyncCheckpointStore
 from .config import Config, ConfigWatcher, load_config
 from .errors import (
     CheckpointNotFoundError,
@@ -58,6 +59,7 @@ except _metadata.PackageNotFoundError:  # pragma: no cover - a source tree, not 
     __version__ = "0+unknown"
 
 __all__ = [
+    "AsyncCheckpointStore",
     "Batch",
     "Checkpoint",
     "CheckpointInfo",

@@ -33,6 +33,7 @@ from .errors import (
     StoreNotFoundError,
     UnsupportedFormatError,
 )
+from .group import GroupCommitter, Item, Outcome
 from .kv import TABLES, ReadTxn, StorageInfo, WriteTxn
 from .lmdbfile import DataFile, preflight
 
@@ -46,7 +47,7 @@ DEFAULT_MAP_SIZE = 1 << 30
 DEFAULT_MAX_MAP_SIZE = 1 << 40
 DEFAULT_MAX_READERS = 126  # LMDB's own default
 MIN_MAP_SIZE = 64 * 1024
-DURABILITIES = ("sync", "async")
+DURABILITIES = ("sync", "group", "async")
 _MAX_DBS = 8  # the four tables, and room for later ones
 _DATA_FILE = "data.mdb"
 _SNAPSHOT_ATTEMPTS = 50  # tries to read a meta page naming the transaction just begun
@@ -196,6 +197,9 @@ class _SharedEnv:
         self.generation = 0
         self.resizing = False
         self.write_lock = threading.Lock()
+        self.committer = (
+            GroupCommitter() if options.durability == "group" and not options.readonly else None
+        )
         self.env = self._open_env(options.map_size, options.max_readers)
         try:
             self.dbs = self._open_dbs()
@@ -217,7 +221,7 @@ class _SharedEnv:
                     max_readers=max_readers,
                     readonly=self.readonly,
                     create=not self.readonly,
-                    sync=self.durability == "sync",
+                    sync=self.durability != "async",
                     metasync=True,
                     writemap=False,
                     lock=True,
@@ -480,6 +484,8 @@ class LmdbBackend:
         self.readonly = options.readonly
         self._closed = False
         self._shared = _acquire(self.location, options)
+        self._grouped = 0  # group-commit puts under way: close() waits for them
+        self._drained = threading.Condition()
 
     def _usable(self) -> _SharedEnv:
         if self._closed:
@@ -509,6 +515,40 @@ class LmdbBackend:
         except lmdb.Error as exc:
             raise self._failed(exc) from exc
 
+    def write_grouped(self, fn: Callable[[WriteTxn], T]) -> T:
+        """Run ``fn(txn)`` in a write transaction shared with other threads' grouped writes.
+
+        Returns once the transaction holding ``fn``'s writes has committed. ``fn`` must raise
+        lmdbstate's errors only before its first write (see ``group``). Only for a writable
+        store opened with ``durability="group"``.
+
+        Raises:
+            StoreClosedError: the store is closed, or was closed while the put waited for room
+                in the queue; nothing was written.
+        """
+        committer = self._shared.committer
+        assert committer is not None, "group commit needs a writable group-mode environment"
+        with self._drained:
+            self._usable()
+            self._grouped += 1
+        try:
+            return committer.commit(fn, self._write_group, self._usable)
+        finally:
+            with self._drained:
+                self._grouped -= 1
+                if not self._grouped:
+                    self._drained.notify_all()
+
+    def _write_group(
+        self, fn: Callable[[WriteTxn, list[Item]], list[Outcome]], items: list[Item]
+    ) -> list[Outcome]:
+        # Not ``write``: this store may be closing, but every grouped put under way keeps the
+        # environment open until it returns, and the queued ones are committed, not refused.
+        try:
+            return self._shared.run_write(fn, (items,))
+        except lmdb.Error as exc:
+            raise self._failed(exc) from exc
+
     def _failed(self, exc: lmdb.Error) -> StoreError:
         """The error to raise for ``exc``; after a panic, the environment is reopened first."""
         if isinstance(exc, lmdb.PanicError):
@@ -527,8 +567,11 @@ class LmdbBackend:
         """
         shared = self._usable()
         require_new_directory(dest)
-        with translated_errors(self.location):
+        try:
             os.makedirs(dest, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create {dest}: {exc.strerror}", path=dest) from exc
+        with translated_errors(self.location):
             shared.env.copy(dest, compact=True)
 
     def check_structure(self) -> tuple[str, ...]:
@@ -547,5 +590,11 @@ class LmdbBackend:
         """Stop using the environment; the last user in this process closes it."""
         if self._closed:
             return
-        self._closed = True
+        with self._drained:
+            self._closed = True
+            if self._shared.committer is not None:
+                self._shared.committer.wake_waiters()
+            # Queued puts are committed by their own callers (one of them leads): wait for them,
+            # so that each either commits or fails, and the environment outlives them.
+            self._drained.wait_for(lambda: not self._grouped)
         _release(self._shared)

@@ -14,6 +14,9 @@ from .keys import age_key
 from .kv import AGE, CKPT, WF, ReadTxn, WriteTxn
 from .models import STATUSES, Status, WorkflowInfo
 
+DELETED_NS = b"deleted_ns"
+"""The ``meta`` entry holding when a workflow was last deleted whole (ns since the epoch)."""
+
 
 def workflow_id_of(workflow_key: bytes) -> str:
     """The workflow id whose UTF-8 bytes are ``workflow_key`` (lenient with damaged bytes)."""

@@ -24,11 +24,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 
-from . import records
+from . import codec, records
 from .errors import CodecError, IntegrityError, StoreCorruptedError
-from .index import WorkflowEntry, created_ns_of, workflow_id_of
+from .index import DELETED_NS, WorkflowEntry, created_ns_of, workflow_id_of
 from .keys import SEQ_BYTES, age_key, seq_of, split_age_key, workflow_bounds
-from .kv import AGE, CKPT, WF, Backend, ReadTxn, WriteTxn
+from .kv import AGE, CKPT, META, WF, Backend, ReadTxn, WriteTxn
 from .lmdbfile import DataFile, LeafItem, Skipped
 from .models import (
     DamagedRecord,
@@ -151,7 +151,9 @@ def _next_workflow(txn: ReadTxn, after: bytes | None) -> tuple[bytes | None, lis
     entry = next(txn.scan(WF, low), None)
     if entry is not None:
         candidates.append(entry[0])
-    return (min(candidates) if candidates else None), malformed
+    found = min(candidates) if candidates else None
+    # Malformed keys past the workflow chosen are met again on the way to the next one.
+    return found, [key for key in malformed if found is None or key < found]
 
 
 def _stale_age_chunk(txn: ReadTxn, low: bytes) -> tuple[list[bytes], bytes | None]:
@@ -284,7 +286,7 @@ def _repair_workflow(txn: WriteTxn, workflow_key: bytes, now_ns: int) -> tuple[i
 
     Returns (records deleted, whether the ``wf`` entry changed, ``age`` entries added).
     """
-    check = _check_workflow(txn, workflow_key, deep=True)
+    check = _check_workflow(txn, workflow_key, deep=False)
     for damaged in check.damaged:
         txn.delete(CKPT, damaged.key)
     added = 0
@@ -342,7 +344,9 @@ def repair(backend: Backend, *, backup_dir: str | None) -> RepairReport:
         )
     if backup_dir is not None:
         backend.copy_to(backup_dir)
-    findings = _examine(backend, None, deep=True, progress=None)
+    # Only records whose header or digest fails are damage. A body that verifies but does not
+    # decode here (a time zone this host lacks, a newer version's type) is kept.
+    findings = _examine(backend, None, deep=False, progress=None)
     now_ns = time.time_ns()
     rebuilt = age_added = 0
     for workflow_key in findings.needs_repair:
@@ -384,6 +388,8 @@ class _Salvage:
     skipped: list[str] = field(default_factory=list)
     txnid: int | None = None
     walk_complete: bool = False
+    newest_ns: int = 0
+    """The newest creation time among the snapshot's records."""
 
     def offer(self, key: bytes, value: bytes, *, from_scan: bool) -> None:
         """Keep ``value`` as the record of ``key`` if it proves whole and is the best copy.
@@ -393,17 +399,33 @@ class _Salvage:
         are not checkpoint records at all.
         """
         try:
-            created_ns, _, body = records.check(key, value)
-            records.decode_body(body)
-        except (IntegrityError, CodecError) as exc:
+            # The digest proves the bytes are those written; decoding is not asked of them (a
+            # body this host cannot decode, say for a missing time zone, is still whole).
+            created_ns, _, _ = records.check(key, value)
+        except IntegrityError as exc:
             if not from_scan:
-                reason = exc.reason if isinstance(exc, IntegrityError) else "body does not decode"
-                self.damaged[key] = _damaged_record(key, reason)
+                self.damaged[key] = _damaged_record(key, exc.reason)
             return
+        if from_scan and self.walk_complete and not self._newer_than_snapshot(key, created_ns):
+            return  # a copy LMDB freed: a deleted checkpoint, not a lost one
         kept = self.records.get(key)
         if kept is None or (kept[2] and from_scan and created_ns > kept[1]):
             self.records[key] = (value, created_ns, from_scan)
             self.damaged.pop(key, None)  # a whole copy of a record damaged in the snapshot
+
+    def _newer_than_snapshot(self, key: bytes, created_ns: int) -> bool:
+        """Whether a record only the scan found came after the snapshot the walk read whole.
+
+        Past a complete walk, the scan finds two kinds of records the snapshot lacks: ones
+        committed after it (its meta page is the damaged one) and ones deleted before it,
+        whose pages LMDB freed but has not yet reused. Only the first are recovered: a seq above
+        what the snapshot's index had given out, or a workflow the snapshot does not know made
+        after the last thing it saw happen (a record, an index update or a deletion).
+        """
+        entry = self.entries.get(_owner(key))
+        if entry is not None:
+            return seq_of(key) > entry.last_seq
+        return created_ns > self.newest_ns
 
 
 def _walk_snapshot(data: DataFile, salvage: _Salvage) -> None:
@@ -415,12 +437,16 @@ def _walk_snapshot(data: DataFile, salvage: _Salvage) -> None:
     salvage.skipped.extend(str(item) for item in catalog.skipped)
     complete = not catalog.skipped and CKPT.encode() in catalog.databases
     for table, record in catalog.databases.items():
-        if table not in (CKPT.encode(), WF.encode()):
+        if table not in (CKPT.encode(), WF.encode(), META.encode()):
             continue
         for item in data.walk(record.root):
             if isinstance(item, Skipped):
                 salvage.skipped.append(str(item))
                 complete = False
+            elif table == META.encode():
+                if item.key == DELETED_NS:
+                    with contextlib.suppress(CodecError, TypeError):
+                        salvage.newest_ns = max(salvage.newest_ns, int(codec.decode(item.value)))
             elif table == WF.encode():
                 with contextlib.suppress(StoreCorruptedError):  # rebuilt from the records
                     salvage.entries[item.key] = WorkflowEntry.decode(item.key, item.value)
@@ -429,6 +455,12 @@ def _walk_snapshot(data: DataFile, salvage: _Salvage) -> None:
             else:
                 salvage.damaged[item.key] = _damaged_record(item.key, "not a checkpoint key")
     salvage.walk_complete = complete
+    # The last thing the snapshot saw happen: its newest record, index update or deletion.
+    salvage.newest_ns = max(
+        salvage.newest_ns,
+        max((created for _, created, _ in salvage.records.values()), default=0),
+        max((entry.updated_ns for entry in salvage.entries.values()), default=0),
+    )
 
 
 def _scan_pages(data: DataFile, salvage: _Salvage) -> None:

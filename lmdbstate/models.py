@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 Status = Literal["running", "completed", "failed", "cancelled"]
 STATUSES: tuple[Status, ...] = ("running", "completed", "failed", "cancelled")
-Durability = Literal["sync", "async"]
+Durability = Literal["sync", "group", "async"]
 
 
 def utc_from_ns(ns: int) -> dt.datetime:

@@ -241,12 +241,16 @@ class Checkpointer:
         Raises:
             WorkflowExistsError: the workflow already holds checkpoints.
             WorkflowLockedError: another executor holds its lease.
+            CodecError: ``state`` cannot be encoded; nothing is written.
         """
+        # Refuse a state that cannot be saved before the lease makes the workflow exist: a
+        # "running" workflow without its first checkpoint could not be resumed.
+        codec.encode(state)
         self._lease = self.store.acquire_lease(
             self.workflow_id, ttl=self._ttl, create=True, extras=extras
         )
         try:
-            return self._write(state, None, None, TRIGGER_START, None, None)
+            return self._write(state, None, None, TRIGGER_START, None, None, self._completed)
         except BaseException:
             self.release()
             raise
@@ -322,15 +326,15 @@ class Checkpointer:
         if finished - lease.renewed_ns >= lease.ttl_ns // 2:
             self._lease = self.store.renew_lease(lease)
         index = self._completed
-        self._completed += 1
+        completed = index + 1
         trigger: str | None
-        if self._completed == self.total_steps:
+        if completed == self.total_steps:
             trigger = TRIGGER_FINAL
         elif self._requested:
             trigger = TRIGGER_REQUESTED
         else:
             trigger = self.policy.decide(
-                completed=self._completed,
+                completed=completed,
                 gate=gate,
                 last_completed=self._last_completed,
                 last_ns=self._last_ns,
@@ -338,9 +342,12 @@ class Checkpointer:
             )
         info = None
         if trigger is not None:
-            info = self._write(state, step, index, trigger, started_ns, finished)
+            info = self._write(state, step, index, trigger, started_ns, finished, completed)
+        # Counted only now: a checkpoint that failed to write leaves the step uncounted, so
+        # calling after_step again for it does not count it twice.
+        self._completed = completed
         return StepRecord(
-            step, index, self._completed, self.total_steps, started_ns, finished, trigger, info
+            step, index, completed, self.total_steps, started_ns, finished, trigger, info
         )
 
     def _write(
@@ -351,13 +358,14 @@ class Checkpointer:
         trigger: str,
         started_ns: int | None,
         finished_ns: int | None,
+        completed: int,
     ) -> CheckpointInfo:
         meta: dict[str, Any] = {
             "trigger": trigger,
             "step_index": index,
-            "completed": self._completed,
+            "completed": completed,
             "total": self.total_steps,
-            "progress": self._completed / self.total_steps,
+            "progress": completed / self.total_steps,
             "started_ns": started_ns,
             "finished_ns": finished_ns,
             "parent": self._parent,
@@ -367,7 +375,7 @@ class Checkpointer:
             expect_seq=self._head,
         )  # fmt: skip
         self._head = self._parent = info.seq
-        self._last_completed = self._completed
+        self._last_completed = completed
         self._last_ns = info.created_ns
         self._requested = False
         return info
@@ -640,13 +648,16 @@ def _follow_config(
 ) -> Config:
     """Adopt the checkpoint policy of an edited configuration file; return the config in force.
 
-    Only an edit counts (``poll`` returns a new object): a policy given explicitly stays in
-    force until the file changes.
+    Only an edit that changes the configured policy counts: a policy given explicitly (or
+    recorded when the workflow started) stays in force until then.
     """
     current = reload.poll()
     if current is not previous:
         policy = Policy.from_config(current)
-        if policy != checkpointer.policy:
+        # Only a change of the configured policy counts: any edit of either file reloads it.
+        if (previous is None or policy != Policy.from_config(previous)) and (
+            policy != checkpointer.policy
+        ):
             log.info(
                 "workflow %r: the configuration changed; checkpoint policy now %s",
                 checkpointer.workflow_id, policy.name

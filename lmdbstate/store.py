@@ -50,6 +50,7 @@ from .errors import (
     WorkflowNotFoundError,
 )
 from .index import (
+    DELETED_NS,
     WorkflowEntry,
     created_ns_of,
     delete_record,
@@ -67,6 +68,7 @@ from .keys import (
     workflow_bounds,
 )
 from .kv import AGE, CKPT, META, WF, Backend, ReadTxn, WriteTxn
+from .lmdbfile import DataFile
 from .memory import MEMORY_PATH, MemoryBackend
 from .models import (
     STATUSES,
@@ -250,27 +252,38 @@ class _PendingPut:
         self.created_ns = time.time_ns()
 
     def apply(self, txn: WriteTxn) -> CheckpointInfo:
-        """Write the checkpoint and update its workflow's index entries, all in ``txn``."""
+        """Write the checkpoint and update its workflow's index entries, all in ``txn``.
+
+        Every lmdbstate error it raises (a sequence conflict, a damaged index entry) is raised
+        before its first write: group commit relies on it to fail one put of a shared
+        transaction and commit the others. Keep every check and encoding ahead of the puts.
+        """
         workflow_key = self.workflow_key
         raw = txn.get(WF, workflow_key)
-        entry = (
-            WorkflowEntry(self.created_ns)
-            if raw is None
-            else WorkflowEntry.decode(workflow_key, raw)
-        )
+        if raw is not None:
+            entry = WorkflowEntry.decode(workflow_key, raw)
+        elif txn.last(CKPT, *workflow_bounds(workflow_key)) is None:
+            entry = WorkflowEntry(self.created_ns)
+        else:
+            # Records without their index entry: starting again at seq 1 would overwrite them.
+            raise StoreCorruptedError(
+                f"workflow {self.workflow_id!r} has checkpoints but no index entry",
+                hint="`lmdbstate repair` rebuilds the index entry from the checkpoints",
+            )
         if self.expect_seq is not None and entry.head_seq != self.expect_seq:
             raise SequenceConflictError(self.workflow_id, self.expect_seq, entry.head_seq)
         seq = entry.last_seq + 1
         key = checkpoint_key(workflow_key, seq)
         record = records.build(key, self.body, self.created_ns)
-        txn.put(CKPT, key, record)
-        txn.put(AGE, age_key(self.created_ns, key), b"")
         entry.head_seq = entry.last_seq = seq
         entry.count += 1
         entry.bytes += len(record)
         entry.updated_ns = self.created_ns
         entry.schema = self.schema
-        txn.put(WF, workflow_key, entry.encode())
+        encoded_entry = entry.encode()
+        txn.put(CKPT, key, record)
+        txn.put(AGE, age_key(self.created_ns, key), b"")
+        txn.put(WF, workflow_key, encoded_entry)
         return CheckpointInfo(
             self.workflow_id, seq, self.step, self.schema, self.created_ns, len(record),
             int.from_bytes(record[4:12], "little"),
@@ -332,9 +345,11 @@ class CheckpointStore:
             (``MEMORY_PATH``) keeps the store in this process's memory instead: each such store
             is fresh and private, and is gone when closed; ``durability`` and the map sizes are
             then checked but have no effect.
-        durability: ``"sync"`` (every commit flushed to disk before ``put`` returns) or
-            ``"async"`` (no flush: survives a process crash, may lose the newest commits on
-            power loss).
+        durability: ``"sync"`` (every commit flushed to disk before ``put`` returns),
+            ``"group"`` (as ``"sync"``, but ``put`` calls made concurrently by this process's
+            threads share one transaction and one flush; each returns once its own checkpoint
+            is on disk, and fails alone when its own checkpoint is refused) or ``"async"`` (no
+            flush: survives a process crash, may lose the newest commits on power loss).
         map_size: the initial LMDB map size in bytes (address space, not disk).
         max_map_size: the map grows by doubling up to this; beyond it writes fail with
             ``StoreFullError``.
@@ -383,6 +398,13 @@ class CheckpointStore:
         else:
             options = EnvOptions(durability, readonly, map_size, max_map_size, max_readers)
             self._backend = LmdbBackend(path, options)
+        # In memory there is no flush to share: "group" is then plain puts. A read-only store's
+        # puts go to ``write``, which refuses them.
+        self._grouped = (
+            self._backend.write_grouped
+            if durability == "group" and not readonly and isinstance(self._backend, LmdbBackend)
+            else None
+        )
         try:
             self._format = self._open_format()
         except BaseException:
@@ -476,8 +498,12 @@ class CheckpointStore:
             SequenceConflictError: ``expect_seq`` did not match the head.
             ReadOnlyStoreError: the store is read-only.
             StoreFullError: the map reached ``max_map_size``; nothing was written.
+            StoreClosedError: the store is closed, or was closed while a grouped put waited
+                for room in the queue; nothing was written.
         """
         pending = _PendingPut(workflow_id, state, step, schema, meta, expect_seq)
+        if self._grouped is not None:
+            return self._grouped(pending.apply)
         return self._backend.write(pending.apply)
 
     def batch(self) -> Batch:
@@ -837,6 +863,9 @@ def _delete_workflow(txn: WriteTxn, workflow_key: bytes) -> int:
     for key, created_ns in doomed:
         delete_record(txn, key, created_ns)
     txn.delete(WF, workflow_key)
+    # A deleted workflow leaves no entry to say when: recover needs to know, to tell its
+    # records (which LMDB's freed pages still hold) from those of a newer commit.
+    txn.put(META, DELETED_NS, codec.encode(time.time_ns()))
     return len(doomed)
 
 
@@ -881,6 +910,7 @@ def recover(source: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Rec
         raise StoreError(
             f"{dest_path} is the source itself", path=dest_path, hint="recover into a new directory"
         )
+    DataFile(source_path).close()  # a missing or unreadable source fails before dest is made
     with CheckpointStore(dest_path) as fresh:
         return integrity.recover(source_path, fresh._backend, dest_path=dest_path)
 

@@ -16,6 +16,7 @@ TINY_MAP = 64 * 1024
 
 CONFIGURATIONS = {
     "sync": {"durability": "sync"},
+    "group": {"durability": "group"},
     "async": {"durability": "async"},
     "tiny-map": {"durability": "async", "map_size": TINY_MAP},
     "memory": {"path": MEMORY_PATH},

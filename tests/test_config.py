@@ -265,7 +265,7 @@ def test_lmdbstate_variables_beat_tapps_ones(tmp_path: Path) -> None:
         ('enabled = "yes"', "enabled from {file}: expected true or false, got 'yes'"),
         ('path = ""', "path from {file}: expected a non-empty path"),
         ("path = 7", "path from {file}: expected a non-empty path"),
-        ('durability = "fast"', "durability from {file}: expected one of sync, async"),
+        ('durability = "fast"', "durability from {file}: expected one of sync, group, async"),
         ('map_size = "64XB"', "map_size from {file}: unknown unit 'XB' in '64XB'"),
         ("map_size = 1.5", "map_size from {file}: expected an int of at least 65536"),
         ("map_size = true", "map_size from {file}: expected an int"),
@@ -331,8 +331,9 @@ def test_an_unreadable_file_is_named(tmp_path: Path, name: str) -> None:
         ({"LMDBSTATE_MAP_SIZE": "64M"}, "map_size from env LMDBSTATE_MAP_SIZE: unknown unit 'M'"),
         ({"LMDBSTATE_MAP_SIZE": "-1"}, "map_size from env LMDBSTATE_MAP_SIZE: '-1' is not a"),
         (
-            {"LMDBSTATE_DURABILITY": "group"},
-            "durability from env LMDBSTATE_DURABILITY: expected one of sync, async, got 'group'",
+            {"LMDBSTATE_DURABILITY": "batched"},
+            "durability from env LMDBSTATE_DURABILITY: expected one of sync, group, async, got "
+            "'batched'",
         ),
         (
             {"LMDBSTATE_CHECKPOINT_INTERVAL": "1e3"},
@@ -511,7 +512,7 @@ CONFIGS = st.builds(
     Config,
     path=st.from_regex(r"/[a-z0-9_.-]{1,20}", fullmatch=True),
     enabled=st.booleans(),
-    durability=st.sampled_from(["sync", "async"]),
+    durability=st.sampled_from(["sync", "group", "async"]),
     map_size=st.integers(min_value=MIN_MAP_SIZE, max_value=1 << 40),
     max_map_size=st.just(1 << 41),
     checkpoint_policy=st.sampled_from(["every_step", "every_n_steps", "on_gates", "manual"]),

@@ -212,7 +212,7 @@ def test_newer_store_format_is_refused(store_path: Path) -> None:
 @pytest.mark.parametrize(
     "options",
     [
-        {"durability": "group"},
+        {"durability": "fast"},
         {"map_size": 10},
         {"max_map_size": "big"},
         {"map_size": 1 << 30, "max_map_size": 1 << 20},

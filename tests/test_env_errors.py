@@ -157,3 +157,16 @@ def test_reads_in_other_threads_survive_map_growth(tmp_path: Path, round_: int) 
             reader.join()
         assert store.stats().map_size >= 8 * 1024 * 1024
     assert failures == []
+
+
+def test_a_put_never_overwrites_records_whose_index_entry_is_lost(store_path: Path) -> None:
+    with CheckpointStore(store_path) as store:
+        for n in range(3):
+            store.put("wf", n)
+    raw_delete(store_path, b"wf", b"wf")
+    with CheckpointStore(store_path) as store:
+        with pytest.raises(StoreCorruptedError, match="no index entry"):
+            store.put("wf", "new")
+        assert store.get("wf", 1).state == 0  # untouched
+        store.repair(backup_dir=store_path.parent / "bak")
+        assert store.put("wf", "new").seq == 4

@@ -332,3 +332,38 @@ def test_a_damaged_branch_key_is_found_and_never_loops(store_path: Path) -> None
         except (StoreCorruptedError, IntegrityError):
             pass
         assert read <= 600
+
+
+def test_repair_keeps_a_record_that_verifies_but_does_not_decode_here(store_path: Path) -> None:
+    """Regression (review): a body this host cannot decode (a time zone it lacks) is whole."""
+    import msgpack
+
+    with CheckpointStore(store_path) as store:
+        store.put("wf", 1)
+        store.put("wf", 2)
+    key = checkpoint_key(b"wf", 2)
+    old = raw_items(store_path, b"ckpt")[key]
+    moment = msgpack.ExtType(4, msgpack.packb([2026, 1, 1, 0, 0, 0, 0, 0, "Mars/Olympus"]))
+    body = msgpack.packb({"step": None, "schema": 1, "meta": {}, "state": moment})
+    record = build(key, body, int.from_bytes(old[12:20], "little"))
+    raw_put(store_path, b"ckpt", key, record)
+    entry = msgpack.unpackb(raw_items(store_path, b"wf")[b"wf"])
+    entry[6] += len(record) - len(old)
+    raw_put(store_path, b"wf", b"wf", msgpack.packb(entry))
+    with CheckpointStore(store_path) as store:
+        assert store.verify().ok
+        assert [d.seq for d in store.verify(deep=True).damaged] == [2]
+        report = store.repair(backup_dir=store_path.parent / "bak")
+        assert report.removed == ()
+        assert [info.seq for info in store.history("wf")] == [1, 2]
+
+
+def test_a_malformed_key_is_reported_once(store_path: Path) -> None:
+    with CheckpointStore(store_path) as store:
+        for name in ("a", "b", "c"):
+            store.put(name, 1)
+            store.delete(name, seq=1)
+    raw_put(store_path, b"ckpt", b"zzz", b"junk")
+    with CheckpointStore(store_path, readonly=True) as store:
+        report = store.verify()
+    assert [d.key for d in report.damaged] == [b"zzz"]

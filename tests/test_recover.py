@@ -139,3 +139,26 @@ def test_destination_must_be_new_and_not_the_source(tmp_path: Path) -> None:
         recover(tmp_path / "src", tmp_path / "src")
     with pytest.raises(StoreError, match="no LMDB data file"):
         recover(tmp_path / "nothing", tmp_path / "dest")
+
+
+def test_a_damaged_older_meta_page_does_not_bring_deleted_checkpoints_back(tmp_path: Path) -> None:
+    """Regression (review): past a complete walk, records only the scan finds are copies LMDB
+    freed; only those newer than the snapshot are recovered."""
+    src = tmp_path / "src"
+    with CheckpointStore(src) as store:
+        for n in range(5):
+            store.put("w", {"n": n})
+        for n in range(3):
+            store.put("gone", {"secret": "s" * 20_000, "n": n})
+        store.delete("w", seq=2)
+        store.delete("gone")
+    with DataFile(src) as data:
+        older = min(data.metas, key=lambda meta: meta.txnid)
+    with open(src / "data.mdb", "r+b") as data_file:
+        data_file.seek(older.offset + 16)
+        data_file.write(b"\0\0\0\0")  # the magic of the older meta page
+    report = recover(src, tmp_path / "dest")
+    with CheckpointStore(tmp_path / "dest", readonly=True) as dest:
+        assert [info.seq for info in dest.history("w")] == [1, 3, 4, 5]
+        assert [w.workflow_id for w in dest.workflows()] == ["w"]
+    assert report.from_scan == 0

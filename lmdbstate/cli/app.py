@@ -3,6 +3,7 @@
 Exit codes: 0 ok, 1 error (one line on stderr, with a hint), 2 usage, 3 damage found.
 """
 
+import contextlib
 import enum
 import json
 import logging
@@ -255,7 +256,11 @@ def verify(
     Never writes. Exits 3 when anything is damaged, listing each damaged record.
     """
     with _store(ctx) as store:
-        total = store.stats().record_bytes if workflow_id is None else None
+        # The bar's total reads every index entry, which damage may make impossible.
+        total = None
+        if workflow_id is None:
+            with contextlib.suppress(StoreCorruptedError):
+                total = store.stats().record_bytes
         with render.progress("verifying", total) as advance:
             report = store.verify(workflow_id=workflow_id, deep=deep, progress=advance)
         render.verify_report(report, as_json=as_json)
@@ -280,8 +285,8 @@ def repair(
 
     Every intact record stays as it is; afterwards verify finds nothing.
     """
-    with _store(ctx) as store:
-        store.stats()  # a missing or unreadable store fails here, before anything is written
+    with _store(ctx):
+        pass  # a missing or unreadable store fails here, before anything is written
     with _store(ctx, readonly=False) as store:
         render.repair_report(store.repair(backup_dir=backup), as_json=as_json)
 
