@@ -1,13 +1,7 @@
 """The registry of what is measured: put variants (with their durability class) and readers.
 
 A variant that needs something absent says why in ``missing()``: an optional peer that is not
-installed, or an lmdbstate feature that is not built yet (group commit, the async API). Such a
-variant is reported as skipped, never replaced by something else. When the feature lands, its
-variants run with no change here, as long as the API is the one assumed below:
-
-- group commit: ``CheckpointStore(path, durability="group")``, concurrent ``put`` callers;
-- the async API: ``lmdbstate.AsyncCheckpointStore(path, durability=...)``, an async context
-  manager whose ``put`` is awaited (``_async_api_put``; adapt it if the API lands otherwise).
+installed. Such a variant is reported as skipped, never replaced by something else.
 """
 
 from __future__ import annotations
@@ -22,8 +16,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
-import lmdbstate
-from lmdbstate import MEMORY_PATH, CheckpointStore, ConfigError
+from lmdbstate import AsyncCheckpointStore, CheckpointStore
 from lmdbstate.models import Durability
 
 from .peers import AppendLog, BareStore, DiskCache, JsonFiles, LangGraphSaver, Peer, SqliteTable
@@ -38,8 +31,6 @@ BARE_ASYNC = "bare lmdb no sync"
 BARE = "bare lmdb"
 SQLITE_FULL = "SQLite WAL FULL"
 SAVER = "LangGraph SqliteSaver"
-NOT_BUILT = "not built yet"
-_ASYNC_STORE = "AsyncCheckpointStore"  # looked up at run time: not in lmdbstate yet
 
 
 def group_name(writers: int) -> str:
@@ -66,18 +57,6 @@ def installed(module: str, package: str) -> Requirement:
         return None
 
     return check
-
-
-def group_commit() -> str | None:
-    try:
-        CheckpointStore(MEMORY_PATH, durability=cast(Durability, "group")).close()
-    except ConfigError:
-        return f"{NOT_BUILT} (durability='group')"
-    return None
-
-
-def async_api() -> str | None:
-    return None if hasattr(lmdbstate, _ASYNC_STORE) else f"{NOT_BUILT} (async API)"
 
 
 LANGGRAPH = installed("langgraph.checkpoint.sqlite", "langgraph-checkpoint-sqlite")
@@ -135,7 +114,7 @@ AsyncPut = Callable[[str, State], Awaitable[object]]
 
 
 def lmdbstate_at(durability: str) -> Callable[[Path], CheckpointStore]:
-    """Opens lmdbstate with a durability given by name (``"group"`` may not exist yet)."""
+    """Opens lmdbstate with a durability given by name."""
     mode = cast(Durability, durability)
     return lambda path: CheckpointStore(path, durability=mode)
 
@@ -210,8 +189,7 @@ async def _to_thread_put(path: Path) -> AsyncIterator[AsyncPut]:
 
 
 async def _async_api_put(path: Path) -> AsyncIterator[AsyncPut]:
-    store_class: Any = getattr(lmdbstate, _ASYNC_STORE)
-    async with store_class(path, durability="group") as store:
+    async with AsyncCheckpointStore(path, durability="group") as store:
         yield store.put
 
 
@@ -235,7 +213,7 @@ def _group(writers: int) -> PutVariant:
     else:
         session = threaded(lmdbstate_at("group"), writers)
         note = f"durability='group', {writers} threads, each its own workflow"
-    return PutVariant(group_name(writers), True, session, note, (group_commit,))
+    return PutVariant(group_name(writers), True, session, note)
 
 
 PUTS: tuple[PutVariant, ...] = (
@@ -250,7 +228,7 @@ PUTS: tuple[PutVariant, ...] = (
         "lmdbstate sync, 16 asyncio tasks",
         True,
         tasked(_to_thread_put, 16),
-        "16 tasks awaiting asyncio.to_thread(store.put): an asyncio executor today",
+        "16 tasks awaiting asyncio.to_thread(store.put): an asyncio executor without the async API",
     ),
     _group(1),
     _group(4),
@@ -260,7 +238,6 @@ PUTS: tuple[PutVariant, ...] = (
         True,
         tasked(_async_api_put, 16),
         "16 tasks awaiting the async API's put, durability='group'",
-        (group_commit, async_api),
     ),
     PutVariant(
         BARE_SYNC,

@@ -17,6 +17,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -26,7 +27,8 @@ from typing import Any
 
 from . import codec
 from .config import Config
-from .errors import WorkflowExistsError, WorkflowNotFoundError
+from .errors import RunError, WorkflowExistsError, WorkflowNotFoundError
+from .memory import MEMORY_PATH
 from .policy import every_n_steps
 from .runner import RunResult, Step, StepRecord, Workflow, resume, run
 from .store import CheckpointStore
@@ -219,6 +221,7 @@ WORKFLOW = build(PACE)
 
 # The progress lines `lmdbstate run` prints on stderr (cli/render.py, ``step_line``).
 _STEP_LINE = re.compile(r"step (\d+)/\d+ .*?(?:, checkpoint (\d+) \(|$)")
+_PATIENCE = 60.0  # seconds the demo run may stay silent before it counts as stalled
 _KILL_AFTER = (2, 3)  # the checkpoints after steps 3 and 6: the kill lands well before the end
 
 
@@ -271,8 +274,15 @@ def run_demo(store: CheckpointStore, workflow_id: str, *, seed: int | None = Non
 
     Raises:
         WorkflowExistsError: ``workflow_id`` is taken.
-        RuntimeError: the subprocess did not report the checkpoint the kill waits for.
+        RunError: the store is in memory (the subprocess could not see it), or the subprocess
+            did not report the checkpoint the kill waits for within a minute.
     """
+    if store.path == MEMORY_PATH:
+        raise RunError(
+            workflow_id,
+            "the demo needs a store on disk: its run happens in another process",
+            hint="pass --store DIR",
+        )
     with suppress(WorkflowNotFoundError):
         store.workflow(workflow_id)
         raise WorkflowExistsError(workflow_id)  # found: refused before anything runs
@@ -288,7 +298,7 @@ def run_demo(store: CheckpointStore, workflow_id: str, *, seed: int | None = Non
     )  # fmt: skip
     # Most kills land a step or two after the checkpoint: those steps are done but not saved.
     target, delay = rng.choice(_KILL_AFTER), rng.uniform(0.5 * PACE, 2.5 * PACE)
-    done, acknowledged, pid = _run_and_kill(command, target, delay)
+    done, acknowledged, pid = _run_and_kill(command, workflow_id, target, delay)
     holder = store.lease(workflow_id)
     resumed_steps: list[StepRecord] = []
     result = resume(store, workflow_id, on_step=resumed_steps.append)
@@ -325,7 +335,7 @@ def run_demo(store: CheckpointStore, workflow_id: str, *, seed: int | None = Non
 
 
 def _run_and_kill(
-    command: tuple[str, ...], target: int, delay: float
+    command: tuple[str, ...], workflow_id: str, target: int, delay: float
 ) -> tuple[int, tuple[int, ...], int]:
     """Start ``command``; SIGKILL it ``delay`` seconds after it reports checkpoint ``target``.
 
@@ -335,18 +345,23 @@ def _run_and_kill(
     with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as proc:
         assert proc.stderr is not None
         lines: list[bytes] = []
+        # A run that stalls without printing is killed: its stderr then ends, and so the wait.
+        deadline = threading.Timer(_PATIENCE, proc.kill)
+        deadline.start()
         try:
             for line in proc.stderr:
                 lines.append(line)
                 if f"checkpoint {target} (".encode() in line:
                     break
             else:
-                raise RuntimeError(
+                raise RunError(
+                    workflow_id,
                     f"the demo run never reported checkpoint {target}: "
-                    + b"".join(lines).decode(errors="replace").strip()[-500:]
+                    + b"".join(lines).decode(errors="replace").strip()[-500:],
                 )
             time.sleep(delay)
         finally:
+            deadline.cancel()
             proc.send_signal(signal.SIGKILL)
             proc.wait()
         lines.extend(proc.stderr.readlines())

@@ -123,7 +123,7 @@ def load_workflow(entrypoint: str) -> Workflow:
         target: object = importlib.import_module(module_name)
         for part in attribute.split("."):
             target = getattr(target, part)
-    except Exception as exc:  # importing runs the user's module: it may raise anything
+    except (Exception, SystemExit) as exc:  # importing runs the user's module: anything goes
         raise InvalidInputError(
             f"cannot load entrypoint {entrypoint!r}: {type(exc).__name__}: {exc}",
             hint=_ENTRYPOINT_HINT,
@@ -616,9 +616,11 @@ def resume(
         raise DefinitionChangedError(workflow_id, _changes(definition, workflow))
     if policy is None:
         stored = recorded.get("policy")
-        policy = (
-            every_step if stored is None else Policy(stored.get("name"), stored.get("interval"))
-        )
+        # None recorded (or not a map): the default. A bad name or interval is a ConfigError.
+        policy = every_step
+        if isinstance(stored, dict):
+            name: Any = stored.get("name")
+            policy = Policy(name, stored.get("interval"))
     # Look before taking the lease, which marks the workflow running: a refused resume changes
     # nothing. The lease then guards the checkpoint actually resumed from, looked at again.
     _position(workflow_id, workflow, store.latest(workflow_id), force)

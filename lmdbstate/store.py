@@ -971,12 +971,25 @@ def _stored_lease(workflow_id: str, entry: WorkflowEntry) -> Lease | None:
     if stored is None:
         return None
     try:
-        return Lease(workflow_id, *(stored[name] for name in _LEASE_FIELDS))
+        lease = Lease(workflow_id, *(stored[name] for name in _LEASE_FIELDS))
     except (KeyError, TypeError):
+        lease = None
+    if lease is None or not _well_typed(lease):
         # Damaged, or written by another version: it names no holder that could be checked,
         # so it counts as released (``expect_seq`` still keeps two writers from forking).
         log.warning("workflow %r: its lease cannot be read; it counts as released", workflow_id)
         return None
+    return lease
+
+
+def _well_typed(lease: Lease) -> bool:
+    ints = (lease.pid, lease.acquired_ns, lease.renewed_ns, lease.ttl_ns)
+    return (
+        all(type(value) is int for value in ints)
+        and type(lease.owner) is str
+        and type(lease.host) is str
+        and (lease.pid_started is None or type(lease.pid_started) is int)
+    )
 
 
 def _store_lease(txn: WriteTxn, workflow_key: bytes, entry: WorkflowEntry, lease: Lease) -> None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 
-from lmdbstate import CheckpointStore, WorkflowExistsError, codec, run
+from lmdbstate import MEMORY_PATH, CheckpointStore, RunError, WorkflowExistsError, codec, run
 from lmdbstate.demo import INITIAL_STATE, POLICY, WORKFLOW, _run_and_kill, build, run_demo
 
 
@@ -24,8 +25,8 @@ def test_the_pipeline_is_deterministic_and_a_few_hundred_kib() -> None:
 
 def test_a_run_that_never_reports_the_checkpoint() -> None:
     command = (sys.executable, "-c", "import sys; sys.stderr.write('boom')")
-    with pytest.raises(RuntimeError, match="never reported checkpoint 2: boom"):
-        _run_and_kill(command, 2, 0.0)
+    with pytest.raises(RunError, match="never reported checkpoint 2: boom"):
+        _run_and_kill(command, "demo-1", 2, 0.0)
 
 
 def test_a_line_cut_short_by_the_kill_is_not_counted() -> None:
@@ -35,11 +36,17 @@ def test_a_line_cut_short_by_the_kill_is_not_counted() -> None:
         "sys.stderr.flush()\n"
         "time.sleep(30)\n"
     )
-    assert _run_and_kill((sys.executable, "-c", code), 2, 0.05)[:2] == (1, (2,))
+    assert _run_and_kill((sys.executable, "-c", code), "demo-1", 2, 0.05)[:2] == (1, (2,))
 
 
-def test_the_demo_refuses_a_taken_id(store_path: object) -> None:
-    with CheckpointStore(":memory:") as store:
+def test_the_demo_refuses_a_taken_id(store_path: Path) -> None:
+    with CheckpointStore(store_path) as store:
         store.put("taken", {})
         with pytest.raises(WorkflowExistsError):
             run_demo(store, "taken")
+
+
+def test_the_demo_refuses_a_store_in_memory() -> None:
+    """Regression (review): the demo's run happens in another process, which cannot see it."""
+    with CheckpointStore(MEMORY_PATH) as store, pytest.raises(RunError, match="on disk"):
+        run_demo(store, "demo-1")

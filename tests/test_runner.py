@@ -684,3 +684,23 @@ def test_a_checkpoint_that_fails_to_write_leaves_the_step_uncounted(
         record = ckpt.after_step("s00", advance(0, initial()))
         assert (record.completed, record.index) == (1, 0)
         assert memory.latest("wf").meta["completed"] == 1  # type: ignore[union-attr]
+
+
+def test_a_lease_with_fields_of_the_wrong_type_counts_as_released(
+    memory: CheckpointStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Regression (review): such a lease used to raise a raw TypeError from acquire_lease."""
+    crash_after(memory, "wf", 1)
+
+    def tamper(txn: Any) -> None:
+        entry = WorkflowEntry.decode(b"wf", txn.get("wf", b"wf"))
+        entry.extras["lease"] = {
+            "owner": "x", "pid": "12", "host": "h", "pid_started": None,
+            "acquired_ns": 0, "renewed_ns": "0", "ttl_ns": 1,
+        }  # fmt: skip
+        txn.put("wf", b"wf", entry.encode())
+
+    memory._backend.write(tamper)
+    lease = memory.acquire_lease("wf")
+    assert lease.pid == os.getpid()
+    assert "its lease cannot be read" in caplog.text
