@@ -7,6 +7,7 @@ This typer's CliRunner keeps the streams apart: ``result.stdout`` is stdout only
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import inspect
 import json
 import logging
@@ -1342,3 +1343,27 @@ def test_the_console_script_prints_library_warnings(
     (handler,) = logger.handlers
     logger.warning("checkpoints %s are damaged", "6")
     assert capsys.readouterr().err == "warning: checkpoints 6 are damaged\n"
+
+
+def test_a_writable_open_takes_the_configured_store_settings(
+    runner: CliRunner, filled: Filled, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression (review): the CLI used to take only the path from the configuration."""
+    cli_app = importlib.import_module("lmdbstate.cli.app")  # the module, not the Typer app
+    (tmp_path / "lmdbstate.toml").write_text(
+        'durability = "async"\nmap_size = "1MiB"\nmax_map_size = "64MiB"\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    opened: list[dict[str, Any]] = []
+    real = cli_app.CheckpointStore
+
+    def recording(path: Any, **options: Any) -> Any:
+        opened.append(options)
+        return real(path, **options)
+
+    monkeypatch.setattr(cli_app, "CheckpointStore", recording)
+    assert invoke(runner, "delete", "wf-b", "--yes", store=filled.path).exit_code == 0
+    assert opened[-1] == {
+        "readonly": False, "durability": "async", "map_size": 1 << 20, "max_map_size": 64 << 20,
+    }  # fmt: skip
+    assert opened[0] == {"readonly": True}  # the check before it: read-only, no settings

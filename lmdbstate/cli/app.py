@@ -126,9 +126,22 @@ def _errors_handled() -> Iterator[None]:
 
 @contextmanager
 def _store(ctx: typer.Context, *, readonly: bool = True) -> Iterator[CheckpointStore]:
-    """Open the store for one command, with errors handled."""
-    with _errors_handled(), CheckpointStore(_store_path(ctx), readonly=readonly) as store:
-        yield store
+    """Open the store for one command, with errors handled.
+
+    A writable open takes the store settings of the configuration (durability, map sizes),
+    as the library's ``Config.open_store`` does; a read-only open needs none of them.
+    """
+    with _errors_handled():
+        options: dict[str, Any] = {}
+        if not readonly:
+            config = _config(ctx)
+            options = {
+                "durability": config.durability,
+                "map_size": config.map_size,
+                "max_map_size": config.max_map_size,
+            }
+        with CheckpointStore(_store_path(ctx), readonly=readonly, **options) as store:
+            yield store
 
 
 def _store_source(ctx: typer.Context) -> str:
