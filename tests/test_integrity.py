@@ -230,6 +230,18 @@ def tree_page(path: Path, table: bytes, kind: int) -> int:
     raise AssertionError("no such page")
 
 
+def overwrite_key_byte(path: Path, pgno: int, offset: int, byte: bytes) -> None:
+    """Overwrite byte ``offset`` of the key of node 1 of page ``pgno``, in place."""
+    from lmdbstate.lmdbfile import DataFile
+
+    with DataFile(path) as data:
+        node = data._node(data.read_page(pgno), 1)
+        key_at = node.data_at - len(node.key)
+    with open(path / "data.mdb", "r+b") as data_file:
+        data_file.seek(pgno * 4096 + key_at + offset)
+        data_file.write(byte)
+
+
 @pytest.mark.parametrize("kind", ["leaf", "branch"])
 def test_verify_reports_damaged_pages_without_reading_through_them(
     store_path: Path, tmp_path: Path, kind: str
@@ -259,13 +271,7 @@ def test_check_tree_finds_keys_out_of_order_and_wrong_counts(store_path: Path) -
 
     fill(store_path, workflows=2, per_workflow=30)
     victim = tree_page(store_path, b"age", P_LEAF)
-    with DataFile(store_path) as data:
-        page = data.read_page(victim)
-        second = data._node(page, 1)
-        key_at = second.data_at - len(second.key)
-    with open(store_path / "data.mdb", "r+b") as data:
-        data.seek(victim * 4096 + key_at)
-        data.write(b"\x00")  # the second key now sorts before the first
+    overwrite_key_byte(store_path, victim, 0, b"\x00")  # node 1 now sorts before node 0
     with DataFile(store_path) as data:
         record = data.databases().databases[b"age"]
         problems = data.check_tree(record)
@@ -311,17 +317,11 @@ def test_a_flipped_key_byte_is_caught(store_path: Path, tmp_path: Path, seed: in
 def test_a_damaged_branch_key_is_found_and_never_loops(store_path: Path) -> None:
     """Regression (fuzz seed 2, file 3717): a branch key that sorts above its subtree sent
     LMDB's seek back to keys already read, and verify went round forever."""
-    from lmdbstate.lmdbfile import P_BRANCH, DataFile
+    from lmdbstate.lmdbfile import P_BRANCH
 
     fill(store_path, workflows=10, per_workflow=60)
     branch = tree_page(store_path, b"ckpt", P_BRANCH)
-    with DataFile(store_path) as data:
-        page = data.read_page(branch)
-        node = data._node(page, 1)
-        key_at = node.data_at - len(node.key)
-    with open(store_path / "data.mdb", "r+b") as data:
-        data.seek(branch * 4096 + key_at + 3)  # "wf-0..." becomes "wf-~...": above its subtree
-        data.write(b"~")
+    overwrite_key_byte(store_path, branch, 3, b"~")  # "wf-0..." becomes "wf-~...": too high
     with CheckpointStore(store_path, readonly=True) as store:
         report = store.verify()
         assert any("outside its branch keys' range" in p for p in report.structure_problems)
