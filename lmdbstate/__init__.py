@@ -39,7 +39,10 @@ from .memory import MEMORY_PATH
 from .models import (
     Checkpoint,
     CheckpointInfo,
+    CompactReport,
     DamagedRecord,
+    GcDeletion,
+    GcReport,
     IndexProblem,
     Lease,
     RecoverReport,
@@ -50,6 +53,7 @@ from .models import (
     WorkflowRecovery,
 )
 from .policy import Policy
+from .retention import RetentionPolicy
 from .runner import Checkpointer, RunResult, Step, StepRecord, Workflow, resume, run
 from .store import Batch, CheckpointStore, recover
 
@@ -67,12 +71,15 @@ __all__ = [
     "CheckpointStore",
     "Checkpointer",
     "CodecError",
+    "CompactReport",
     "Config",
     "ConfigError",
     "ConfigWatcher",
     "DamagedRecord",
     "DefinitionChangedError",
     "ForkedStoreError",
+    "GcDeletion",
+    "GcReport",
     "IndexProblem",
     "IntegrityError",
     "InvalidInputError",
@@ -88,6 +95,7 @@ __all__ = [
     "ReadOnlyStoreError",
     "RecoverReport",
     "RepairReport",
+    "RetentionPolicy",
     "RunError",
     "RunResult",
     "SequenceConflictError",

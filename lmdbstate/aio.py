@@ -26,6 +26,7 @@ from .models import (
     StoreStats,
     WorkflowInfo,
 )
+from .retention import RetentionPolicy
 from .store import DEFAULT_PATH, CheckpointStore
 
 P = ParamSpec("P")
@@ -60,10 +61,12 @@ class AsyncCheckpointStore:
         max_map_size: int = DEFAULT_MAX_MAP_SIZE,
         readonly: bool = False,
         max_readers: int = DEFAULT_MAX_READERS,
+        retention: RetentionPolicy | None = None,
     ) -> None:
         self._open = functools.partial(
             CheckpointStore, path, durability=durability, map_size=map_size,
             max_map_size=max_map_size, readonly=readonly, max_readers=max_readers,
+            retention=retention,
         )  # fmt: skip
         self._path = os.fspath(path)
         self._store: CheckpointStore | None = None

@@ -23,6 +23,7 @@ from .env import DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE, DURABILITIES, MIN_MAP_S
 from .errors import ConfigError
 from .memory import MEMORY_PATH
 from .models import Durability
+from .retention import RetentionPolicy
 from .store import DEFAULT_PATH, CheckpointStore
 
 log = logging.getLogger("lmdbstate")
@@ -343,8 +344,20 @@ class Config:
         """Every setting as a config file would write it (sizes and ages in units; None: unset)."""
         return {name: setting.show(getattr(self, name)) for name, setting in _SETTINGS.items()}
 
+    def retention_policy(self) -> RetentionPolicy | None:
+        """The ``retention_*`` settings as a policy; None when none is set."""
+        policy = RetentionPolicy(
+            keep_last=self.retention_keep_last,
+            max_age=self.retention_max_age,
+            max_size=self.retention_max_size,
+            finished_max_age=self.retention_finished_max_age,
+        )
+        return None if policy == RetentionPolicy() else policy
+
     def open_store(self, *, readonly: bool = False) -> CheckpointStore:
         """Open the configured store; an in-memory one when ``enabled`` is False.
+
+        A store opened for writing enforces the retention policy as it is written to.
 
         Raises:
             StoreError: as ``CheckpointStore`` raises it.
@@ -355,6 +368,7 @@ class Config:
             map_size=self.map_size,
             max_map_size=self.max_map_size,
             readonly=readonly,
+            retention=self.retention_policy(),
         )
 
 

@@ -10,8 +10,10 @@ is closed when the last store using it closes.
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
 import os
+import shutil
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -34,8 +36,8 @@ from .errors import (
     UnsupportedFormatError,
 )
 from .group import GroupCommitter, Item, Outcome
-from .kv import TABLES, ReadTxn, StorageInfo, WriteTxn
-from .lmdbfile import DataFile, preflight
+from .kv import TABLES, ReadTxn, StorageInfo, ViewTxn, WriteTxn
+from .lmdbfile import LOCK_FILE, DataFile, lock_holders, mirror_meta, preflight
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -52,6 +54,7 @@ _MAX_DBS = 8  # the four tables, and room for later ones
 _DATA_FILE = "data.mdb"
 _SNAPSHOT_ATTEMPTS = 50  # tries to read a meta page naming the transaction just begun
 _RESIZE_ATTEMPTS = 100  # opening races other processes' map growth; each retry sees it
+_STAGING = "compact.tmp"  # where compaction writes its copy, inside the store's directory
 
 
 _IO_ERRORS = (os.strerror(errno.EIO), os.strerror(errno.ENOSPC))
@@ -136,7 +139,13 @@ class _LmdbTxn:
         return None
 
     def scan(
-        self, table: str, low: bytes = b"", high: bytes | None = None, *, reverse: bool = False
+        self,
+        table: str,
+        low: bytes = b"",
+        high: bytes | None = None,
+        *,
+        reverse: bool = False,
+        copy_keys: bool = False,
     ) -> Iterator[tuple[bytes, bytes]]:
         cursor = self._txn.cursor(self._dbs[table])
         if reverse:
@@ -151,8 +160,11 @@ class _LmdbTxn:
             if not cursor.set_range(low):
                 return
             items = cursor.iternext()
-        # The environment is opened without buffers=True: keys and values are bytes.
+        # Without buffers=True keys and values are bytes; with it, ``copy_keys`` makes the keys
+        # bytes (a view does not compare by order).
         for key, value in cast(Iterator[tuple[bytes, bytes]], items):
+            if copy_keys:
+                key = bytes(key)
             if key < low if reverse else high is not None and key >= high:
                 return
             yield key, value
@@ -167,6 +179,22 @@ class _LmdbTxn:
     def delete(self, table: str, key: bytes) -> bool:
         deleted: bool = self._txn.delete(key, db=self._dbs[table])
         return deleted
+
+
+class _LmdbViewTxn:
+    """The ``kv.ViewTxn`` interface over a read transaction begun with ``buffers=True``."""
+
+    __slots__ = ("_txn",)
+
+    def __init__(self, txn: _LmdbTxn) -> None:
+        self._txn = txn
+
+    def scan(
+        self, table: str, low: bytes = b"", high: bytes | None = None, *, reverse: bool = False
+    ) -> Iterator[tuple[bytes, memoryview]]:
+        # With buffers, py-lmdb hands keys out as views too; they are short and compared here.
+        for key, value in self._txn.scan(table, low, high, reverse=reverse, copy_keys=True):
+            yield key, cast(memoryview, value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,13 +293,73 @@ class _SharedEnv:
             self.generation += 1
         log.warning("reopened %s after a fatal LMDB error", self.path)
 
-    def run_read(self, fn: Callable[[ReadTxn, *Ts], T], args: tuple[*Ts]) -> T:
+    def compact(self) -> None:
+        """Replace ``data.mdb`` with a compacted copy of itself; no other process may have it open.
+
+        Every process with the store open holds a shared lock on byte 0 of lock.mdb (LMDB's own
+        liveness lock). Turning this process's into an exclusive one succeeds only when no
+        other process holds it, which is how another user is detected; and while it is held,
+        a process that starts to open the store waits in LMDB until the compaction is over.
+        The environment is closed and opened again afterwards, on the new file.
+
+        Raises:
+            StoreInUseError: another process has the store open.
+            lmdb.Error: the copy failed (the store is then left as it was).
+        """
+        with self.write_lock:
+            map_size: int = self.env.info()["map_size"]
+            lock_fd = os.open(os.path.join(self.path, LOCK_FILE), os.O_RDWR | os.O_CLOEXEC)
+            try:
+                self._lock_exclusively(lock_fd)
+                self._replace_with_compacted_copy()
+            finally:
+                # Closing the environment drops every lock this process holds on lock.mdb, the
+                # exclusive one too. Only then may ``lock_fd`` close: closing it while the
+                # environment is open would drop LMDB's shared lock under it.
+                self.env.close()
+                os.close(lock_fd)
+                self.env = self._open_env(map_size, self.options.max_readers)
+                self.dbs = self._open_dbs()
+                self.generation += 1
+
+    def _lock_exclusively(self, lock_fd: int) -> None:
+        try:
+            fcntl.lockf(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0, os.SEEK_SET)
+        except OSError as exc:
+            if exc.errno not in (errno.EACCES, errno.EAGAIN):
+                raise StoreError(f"cannot lock store {self.path}: {exc.strerror}") from exc
+            holders = lock_holders(os.fstat(lock_fd).st_ino) or []
+            pids = sorted({pid for kind, start, pid in holders if start == 0} - {os.getpid()})
+            named = f" (pid {', '.join(map(str, pids))})" if pids else ""
+            raise StoreInUseError(
+                f"store {self.path} is open in another process{named}: compaction needs it alone",
+                path=self.path,
+                hint="stop the processes using the store, then compact; or "
+                "`lmdbstate backup DEST` writes a compacted copy while they run",
+            ) from exc
+
+    def _replace_with_compacted_copy(self) -> None:
+        staging = os.path.join(self.path, _STAGING)
+        shutil.rmtree(staging, ignore_errors=True)  # left behind by a compaction killed midway
+        os.mkdir(staging)
+        try:
+            self.env.copy(staging, compact=True)
+            copied = os.path.join(staging, _DATA_FILE)
+            mirror_meta(copied)
+            os.replace(copied, os.path.join(self.path, _DATA_FILE))
+            fsync_directory(self.path)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def run_read(self, fn: Callable[[Any, *Ts], T], args: tuple[*Ts], *, views: bool = False) -> T:
         cleared_readers = False
         while True:
             generation = self.generation
             try:
-                with self.env.begin() as txn:
-                    return fn(_LmdbTxn(txn, self.dbs), *args)
+                begun = self.env.begin(buffers=True) if views else self.env.begin()
+                with begun as txn:
+                    wrapped = _LmdbTxn(cast(lmdb.Transaction, txn), self.dbs)
+                    return fn(_LmdbViewTxn(wrapped) if views else wrapped, *args)
             except lmdb.MapResizedError:
                 self._adopt_map_size()
             except lmdb.ReadersFullError:
@@ -410,6 +498,15 @@ def _mark_forked() -> None:
 os.register_at_fork(after_in_child=_mark_forked)
 
 
+def fsync_directory(path: str) -> None:
+    """Make the entries of directory ``path`` (a rename, a new file) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def require_new_directory(path: str) -> None:
     """Refuse a destination for a copy that exists and is not an empty directory.
 
@@ -505,6 +602,14 @@ class LmdbBackend:
         except lmdb.Error as exc:
             raise self._failed(exc) from exc
 
+    def read_views(self, fn: Callable[[ViewTxn, *Ts], T], *args: *Ts) -> T:
+        """As ``read``, with values handed out as views into the map (``kv.ViewTxn``)."""
+        shared = self._usable()
+        try:
+            return shared.run_read(fn, args, views=True)
+        except lmdb.Error as exc:
+            raise self._failed(exc) from exc
+
     def write(self, fn: Callable[[WriteTxn, *Ts], T], *args: *Ts) -> T:
         """Run ``fn(txn, *args)`` in a write transaction and commit; grow the map when full."""
         shared = self._usable()
@@ -573,6 +678,43 @@ class LmdbBackend:
             raise StoreError(f"cannot create {dest}: {exc.strerror}", path=dest) from exc
         with translated_errors(self.location):
             shared.env.copy(dest, compact=True)
+        try:
+            fd = os.open(os.path.join(dest, _DATA_FILE), os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            fsync_directory(dest)
+        except OSError as exc:
+            raise StoreError(f"cannot flush the copy at {dest}: {exc.strerror}", path=dest) from exc
+
+    def compact(self) -> None:
+        """Rewrite the store's file compacted, in place (see ``_SharedEnv.compact``).
+
+        Raises:
+            ReadOnlyStoreError: the store is open read-only.
+            StoreInUseError: the store is open elsewhere in this process, or in another one.
+            StoreError: the copy failed; the store is left as it was.
+        """
+        shared = self._usable()
+        if self.readonly:
+            raise ReadOnlyStoreError(f"store {self.location} is open read-only", path=self.location)
+        with _registry_lock:  # no store opens this path in this process meanwhile
+            if shared.users > 1:
+                raise StoreInUseError(
+                    f"store {self.location} is open {shared.users} times in this process: "
+                    f"compaction needs it alone",
+                    path=self.location,
+                    hint="close the other CheckpointStore objects on this path first",
+                )
+            with translated_errors(self.location):
+                try:
+                    shared.compact()
+                except OSError as exc:
+                    raise StoreError(
+                        f"cannot compact store {self.location}: {exc.strerror}",
+                        path=self.location,
+                    ) from exc
 
     def check_structure(self) -> tuple[str, ...]:
         """Problems in the shape of the B-trees, read from the file without LMDB."""

@@ -6,12 +6,13 @@ against ``ckpt`` and rebuilds them from it.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from . import codec, records
 from .errors import CodecError, StoreCorruptedError, WorkflowNotFoundError
-from .keys import age_key
-from .kv import AGE, CKPT, WF, ReadTxn, WriteTxn
+from .keys import age_key, seq_of, workflow_bounds
+from .kv import AGE, CKPT, META, WF, ReadTxn, WriteTxn
 from .models import STATUSES, Status, WorkflowInfo
 
 DELETED_NS = b"deleted_ns"
@@ -118,7 +119,7 @@ def required_entry(txn: ReadTxn, workflow_key: bytes) -> WorkflowEntry:
     return WorkflowEntry.decode(workflow_key, raw)
 
 
-def created_ns_of(record: bytes) -> int | None:
+def created_ns_of(record: bytes | memoryview) -> int | None:
     """The creation time in a record's header; None when the record is too short to hold one."""
     if len(record) < records.HEADER_SIZE:
         return None
@@ -131,3 +132,28 @@ def delete_record(txn: WriteTxn, key: bytes, created_ns: int | None) -> None:
     txn.delete(CKPT, key)
     if created_ns is not None:
         txn.delete(AGE, age_key(created_ns, key))
+
+
+def remove_checkpoint(
+    txn: WriteTxn, workflow_key: bytes, entry: WorkflowEntry, key: bytes, record: bytes
+) -> None:
+    """Delete one checkpoint and account for it in ``entry``, which the caller writes back.
+
+    When it was the head, the head becomes the newest checkpoint left (0: none is left).
+    """
+    delete_record(txn, key, created_ns_of(record))
+    entry.count -= 1
+    entry.bytes -= len(record)
+    if entry.head_seq == seq_of(key):
+        previous = txn.last(CKPT, *workflow_bounds(workflow_key))
+        entry.head_seq = 0 if previous is None else seq_of(previous[0])
+
+
+def forget_workflow(txn: WriteTxn, workflow_key: bytes) -> None:
+    """Delete a workflow's entry, once its records are gone, and note when in ``meta``.
+
+    A deleted workflow leaves no entry to say when: ``recover`` needs to know, to tell its
+    records (which LMDB's freed pages still hold) from those of a newer commit.
+    """
+    txn.delete(WF, workflow_key)
+    txn.put(META, DELETED_NS, codec.encode(time.time_ns()))

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from itertools import islice, pairwise
 from typing import Protocol, TypeVar, TypeVarTuple
+
+from .errors import StoreCorruptedError
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -41,6 +44,20 @@ class ReadTxn(Protocol):
 
     def count(self, table: str) -> int:
         """The number of items in ``table``."""
+        ...
+
+
+class ViewTxn(Protocol):
+    """A consistent snapshot whose values are handed out without copying them.
+
+    A value (``bytes`` or a ``memoryview`` into the storage) is valid only until the function
+    given to ``Backend.read_views`` returns: read what is needed of it there, or copy it.
+    """
+
+    def scan(
+        self, table: str, low: bytes = b"", high: bytes | None = None, *, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes | memoryview]]:
+        """As ``ReadTxn.scan``; keys are ``bytes``, values may be views."""
         ...
 
 
@@ -79,6 +96,10 @@ class Backend(Protocol):
         """Run ``fn(txn, *args)`` in a read transaction and return its result."""
         ...
 
+    def read_views(self, fn: Callable[[ViewTxn, *Ts], T], *args: *Ts) -> T:
+        """As ``read``, with values not copied out of the storage (see ``ViewTxn``)."""
+        ...
+
     def write(self, fn: Callable[[WriteTxn, *Ts], T], *args: *Ts) -> T:
         """Run ``fn(txn, *args)`` in a write transaction, commit, and return its result."""
         ...
@@ -95,6 +116,31 @@ class Backend(Protocol):
         """Write a consistent copy of every table into a new LMDB store at ``dest``."""
         ...
 
+    def compact(self) -> None:
+        """Give the space the store does not use back to the filesystem, in place."""
+        ...
+
     def close(self) -> None:
         """Release the storage; idempotent."""
         ...
+
+
+def scan_chunk(
+    txn: ReadTxn, table: str, low: bytes, high: bytes | None, reverse: bool, size: int
+) -> list[tuple[bytes, bytes]]:
+    """Up to ``size`` items of ``table`` from ``low`` to ``high`` (see ``ReadTxn.scan``).
+
+    Raises:
+        StoreCorruptedError: the keys come out of order (a damaged page of the file).
+    """
+    items = list(islice(txn.scan(table, low, high, reverse=reverse), size))
+    keys = [key for key, _ in reversed(items)] if reverse else [key for key, _ in items]
+    # LMDB seeks by the keys of branch pages, which it does not check: a damaged one can send
+    # a seek back to keys already read, and the iterators built on these chunks round forever.
+    if keys and (keys[0] < low or any(a >= b for a, b in pairwise(keys))):
+        raise StoreCorruptedError(
+            f"the keys of the {table!r} table are out of order: the store's file is damaged",
+            hint="`lmdbstate verify` finds the damaged pages; `lmdbstate recover SRC DEST` "
+            "copies every intact checkpoint into a new store",
+        )
+    return items

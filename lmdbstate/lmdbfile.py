@@ -825,11 +825,40 @@ class _TreeCheck:
         return items
 
 
+def mirror_meta(path: str | os.PathLike[str]) -> None:
+    """Make meta page 0 of a compacted copy describe the same snapshot as its meta page 1.
+
+    LMDB's compacting copy writes the data under meta page 1 (transaction 1) and leaves meta
+    page 0 empty (transaction 0). Put in place of a store's file, such a copy meets the store's
+    old lock.mdb whenever a process opened the store meanwhile: that process trusts the lock
+    table's transaction id, reads the meta page of that id's parity, and half the time finds the
+    empty one. With both meta pages naming the same trees, either parity reads the data; meta
+    page 0 keeps transaction id 0, so LMDB still takes meta page 1 as the newer.
+
+    Raises:
+        StoreCorruptedError: the file is not such a copy (meta page 1 is not the valid newer one).
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        metas = _read_metas(fd)
+        newest = current_meta(metas)
+        if newest is None or newest.slot != 1 or not metas[0].valid or metas[0].txnid != 0:
+            raise StoreCorruptedError(
+                f"{path} is not a fresh compacted copy: its meta pages are not as LMDB writes them",
+                path=os.fspath(path),
+            )
+        body = os.pread(fd, _META_END_AT - PAGE_HEADER_SIZE, newest.offset + PAGE_HEADER_SIZE)
+        os.pwrite(fd, body + _META_END.pack(newest.last_page, 0), PAGE_HEADER_SIZE)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 # -- preflight --------------------------------------------------------------------------------
 
 
-def _lock_holders(inode: int) -> list[tuple[str, int]] | None:
-    """The POSIX locks held on the file with this inode: (READ or WRITE, first byte) each.
+def lock_holders(inode: int) -> list[tuple[str, int, int]] | None:
+    """The POSIX locks held on the file with this inode: (READ or WRITE, first byte, pid) each.
 
     Read from /proc/locks, never by taking a lock: opening and closing lock.mdb here would drop
     every lock this process holds on it (POSIX record locks belong to the process), including
@@ -846,8 +875,10 @@ def _lock_holders(inode: int) -> list[tuple[str, int]] | None:
         fields = line.split()
         # "1: POSIX ADVISORY READ 4242 fe:00:2149881 0 0"; blocked requests carry a "->".
         if len(fields) >= 8 and "->" not in fields and fields[5].endswith(suffix):
-            start = fields[6]
-            held.append((fields[3], int(start) if start.isdigit() else -1))
+            start, pid = fields[6], fields[4]
+            held.append(
+                (fields[3], int(start) if start.isdigit() else -1, int(pid) if pid.isdigit() else 0)
+            )
     return held
 
 
@@ -870,8 +901,8 @@ def _check_lock_file(directory: str) -> None:
     # out wraps around and LMDB crashes (SIGSEGV, measured). Others hold a shared lock on byte 0
     # while they have the store open; a creator still setting the file up holds an exclusive
     # one, and LMDB waits for it.
-    holders = _lock_holders(found.st_ino)
-    if holders is not None and ("READ", 0) not in holders:
+    holders = lock_holders(found.st_ino)
+    if holders is not None and not any(kind == "READ" and start == 0 for kind, start, _ in holders):
         return
     why = (
         "while another process has the store open"
@@ -901,7 +932,7 @@ def _creation_in_progress(directory: str, metas: tuple[MetaPage, MetaPage]) -> b
         inode = os.stat(os.path.join(directory, LOCK_FILE)).st_ino
     except OSError:
         return False
-    return bool(_lock_holders(inode))
+    return bool(lock_holders(inode))
 
 
 def _verdict(

@@ -17,7 +17,7 @@ from typing import TypeVar, TypeVarTuple
 
 from .env import EnvOptions, LmdbBackend, require_new_directory
 from .errors import ReadOnlyStoreError, StoreClosedError
-from .kv import TABLES, ReadTxn, StorageInfo, WriteTxn
+from .kv import TABLES, ReadTxn, StorageInfo, ViewTxn, WriteTxn
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -201,6 +201,12 @@ class MemoryBackend:
             self._check_open()
             return fn(self._reader, *args)
 
+    def read_views(self, fn: Callable[[ViewTxn, *Ts], T], *args: *Ts) -> T:
+        """As ``read``: the values are the stored ``bytes`` themselves, never copies."""
+        with self._lock:
+            self._check_open()
+            return fn(self._reader, *args)
+
     def write(self, fn: Callable[[WriteTxn, *Ts], T], *args: *Ts) -> T:
         """Run ``fn(txn, *args)`` and apply its changes only if it returns.
 
@@ -252,6 +258,10 @@ class MemoryBackend:
         """Nothing to check: the tables are Python objects, not pages."""
         self._check_open()
         return ()
+
+    def compact(self) -> None:
+        """Nothing to give back: the tables hold only what is live."""
+        self._check_open()
 
     def copy_to(self, dest: str) -> None:
         """Write every table, as the last commit left them, into a new LMDB store at ``dest``.

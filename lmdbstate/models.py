@@ -169,6 +169,57 @@ class RepairReport:
 
 
 @dataclass(frozen=True, slots=True)
+class GcDeletion:
+    """A checkpoint a garbage collection deleted (or, in a dry run, would delete)."""
+
+    workflow_id: str
+    seq: int
+    created_ns: int
+    bytes: int
+    """The record's bytes."""
+    rule: str
+    """The policy bound that chose it: ``keep_last``, ``max_age``, ``max_size`` or
+    ``finished_max_age``."""
+
+
+@dataclass(frozen=True, slots=True)
+class GcReport:
+    """What ``gc()`` deleted, or with ``dry_run`` would delete."""
+
+    dry_run: bool
+    checkpoints_removed: int
+    workflows_removed: int
+    """Workflows deleted whole, index entry and all."""
+    record_bytes_removed: int
+    live_bytes_before: int
+    live_bytes_after: int
+    """Measured after the deletions; in a dry run, the estimate the plan gives."""
+    file_bytes: int
+    over_cap: int
+    """Live bytes still above ``max_size``: what the policy forbids deleting (running
+    workflows' newest checkpoints, finished workflows' final ones) holds more than the cap."""
+    by_rule: Mapping[str, int]
+    """Checkpoints removed per policy bound."""
+    deletions: tuple[GcDeletion, ...]
+    """Every checkpoint deleted, oldest first (a dry run lists what it would delete)."""
+    transactions: int
+    """Write transactions used; each deletes a bounded number of checkpoints."""
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class CompactReport:
+    """What ``compact()`` did."""
+
+    path: str
+    """The compacted store: the store itself, or the copy made at ``dest``."""
+    file_bytes_before: int
+    file_bytes_after: int
+    live_bytes: int
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class WorkflowRecovery:
     """What ``recover()`` got back of one workflow."""
 

@@ -10,10 +10,14 @@ The planner takes what the ``wf`` and ``age`` indexes say of each workflow and a
 4. ``max_size``: while the store is above the cap, the oldest remaining checkpoints go,
    finished workflows' before running ones'.
 
-Whatever the rules say, a running workflow keeps its newest checkpoint (the one ``resume``
-needs), and with ``keep_finished`` a finished workflow keeps its final one unless rule 1
-deletes it whole. When the cap cannot be met within that, the plan deletes what it may and
-says how far above the cap the store stays.
+Whatever the rules say, a running workflow keeps its newest checkpoint (or, when that one is
+damaged, the newest intact one, ``resume_seq``: what ``resume`` loads), and with
+``keep_finished`` a finished workflow keeps its final one unless rule 1 deletes it whole. When
+the cap cannot be met within that, the plan deletes what it may and says how far above the cap
+the store stays.
+
+The sizes the planner weighs are whatever its caller gives: ``collector`` gives each
+checkpoint its share of the store's live bytes, so that ``max_size`` caps the pages in use.
 """
 
 from __future__ import annotations
@@ -80,6 +84,9 @@ class WorkflowEntries:
     status: str
     updated_ns: int
     checkpoints: Sequence[CheckpointEntry]
+    resume_seq: int | None = None
+    """The checkpoint a resume would load when it is not the newest (the newer ones are
+    damaged): the planner then keeps that one instead of the newest."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +120,8 @@ class _Candidate:
     """The seq the rules may not delete, or None."""
     doomed: dict[int, str] = field(default_factory=dict)
     """seq -> the rule deleting it."""
+    whole: bool = False
+    """True when ``finished_max_age`` deletes the workflow, entry and all."""
 
 
 def plan(workflows: Iterable[WorkflowEntries], policy: RetentionPolicy, *, now_ns: int) -> GcPlan:
@@ -136,8 +145,11 @@ def plan(workflows: Iterable[WorkflowEntries], policy: RetentionPolicy, *, now_n
     removed = tuple(
         candidate.workflow.workflow_id
         for candidate in candidates
-        if candidate.workflow.checkpoints
-        and len(candidate.doomed) == len(candidate.workflow.checkpoints)
+        if candidate.whole
+        or (
+            candidate.workflow.checkpoints
+            and len(candidate.doomed) == len(candidate.workflow.checkpoints)
+        )
     )
     over = 0 if policy.max_size is None else max(0, after - policy.max_size)
     return GcPlan(tuple(deletions), removed, total, after, over)
@@ -152,7 +164,9 @@ def _candidate(workflow: WorkflowEntries, policy: RetentionPolicy, now_ns: int) 
         and workflow.updated_ns <= now_ns - policy.finished_max_age * _NS
     ):
         everything = {c.seq: "finished_max_age" for c in workflow.checkpoints}
-        return _Candidate(workflow, None, everything)
+        return _Candidate(workflow, None, everything, whole=True)
+    if workflow.resume_seq is not None:
+        newest = workflow.resume_seq
     protected = newest if not finished or policy.keep_finished else None
     return _Candidate(workflow, protected)
 

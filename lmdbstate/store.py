@@ -17,11 +17,10 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from itertools import islice, pairwise
 from types import TracebackType
 from typing import Any
 
-from . import codec, integrity, records
+from . import codec, collector, integrity, records
 from .env import (
     DEFAULT_MAP_SIZE,
     DEFAULT_MAX_MAP_SIZE,
@@ -50,10 +49,11 @@ from .errors import (
     WorkflowNotFoundError,
 )
 from .index import (
-    DELETED_NS,
     WorkflowEntry,
     created_ns_of,
     delete_record,
+    forget_workflow,
+    remove_checkpoint,
     required_entry,
     workflow_id_of,
 )
@@ -67,14 +67,16 @@ from .keys import (
     validate_seq,
     workflow_bounds,
 )
-from .kv import AGE, CKPT, META, WF, Backend, ReadTxn, WriteTxn
+from .kv import AGE, CKPT, META, WF, Backend, ReadTxn, WriteTxn, scan_chunk
 from .lmdbfile import DataFile
 from .memory import MEMORY_PATH, MemoryBackend
 from .models import (
     STATUSES,
     Checkpoint,
     CheckpointInfo,
+    CompactReport,
     Durability,
+    GcReport,
     Lease,
     RecoverReport,
     RepairReport,
@@ -83,6 +85,7 @@ from .models import (
     VerifyReport,
     WorkflowInfo,
 )
+from .retention import RetentionPolicy
 
 log = logging.getLogger("lmdbstate")
 
@@ -194,22 +197,6 @@ def _read_checkpoint(txn: ReadTxn, workflow_id: str, workflow_key: bytes, seq: i
         required_entry(txn, workflow_key)
         raise CheckpointNotFoundError(workflow_id, seq)
     return _checkpoint(workflow_id, key, record)
-
-
-def _scan_chunk(
-    txn: ReadTxn, table: str, low: bytes, high: bytes | None, reverse: bool, size: int
-) -> list[tuple[bytes, bytes]]:
-    items = list(islice(txn.scan(table, low, high, reverse=reverse), size))
-    keys = [key for key, _ in reversed(items)] if reverse else [key for key, _ in items]
-    # LMDB seeks by the keys of branch pages, which it does not check: a damaged one can send
-    # a seek back to keys already read, and the iterators built on these chunks round forever.
-    if keys and (keys[0] < low or any(a >= b for a, b in pairwise(keys))):
-        raise StoreCorruptedError(
-            f"the keys of the {table!r} table are out of order: the store's file is damaged",
-            hint="`lmdbstate verify` finds the damaged pages; `lmdbstate recover SRC DEST` "
-            "copies every intact checkpoint into a new store",
-        )
-    return items
 
 
 # -- writing ----------------------------------------------------------------------------------
@@ -334,6 +321,7 @@ class Batch:
     ) -> None:
         if exc_type is None and self._pending:
             self.checkpoints = self._store._backend.write(self._apply)
+            self._store._wrote(sum(info.size for info in self.checkpoints))
         self._pending.clear()
 
 
@@ -357,6 +345,11 @@ class CheckpointStore:
         max_readers: LMDB's reader table size; the first process to open the store sets it,
             so every process should pass the same value. Slots of killed readers are reclaimed
             on open and whenever the table is found full.
+        retention: a policy that puts enforce as they go: once they have added a 64th of
+            ``max_size`` (or 1 MiB) since the last look, the live size is checked, and a
+            ``gc`` runs in a background thread when it is above the cap (and, for the count
+            and age bounds, at most once a minute). ``close`` stops it between two of its
+            transactions. Ignored when ``readonly``.
 
     Raises:
         ConfigError: a bad option.
@@ -375,6 +368,7 @@ class CheckpointStore:
         max_map_size: int = DEFAULT_MAX_MAP_SIZE,
         readonly: bool = False,
         max_readers: int = DEFAULT_MAX_READERS,
+        retention: RetentionPolicy | None = None,
     ) -> None:
         if durability not in DURABILITIES:
             raise ConfigError(
@@ -391,6 +385,9 @@ class CheckpointStore:
             )
         if type(max_readers) is not int or max_readers < 1:
             raise ConfigError(f"max_readers must be an int of at least 1, not {max_readers!r}")
+        if retention is not None and not isinstance(retention, RetentionPolicy):
+            raise ConfigError(f"retention must be a RetentionPolicy or None, not {retention!r}")
+        self._retention = retention
         self._durability: Durability = durability
         self._backend: Backend
         if os.fspath(path) == MEMORY_PATH:
@@ -410,6 +407,11 @@ class CheckpointStore:
         except BaseException:
             self._backend.close()
             raise
+        self._auto_gc = (
+            collector.AutoCollector(self._backend, retention)
+            if retention is not None and not readonly
+            else None
+        )
 
     def _open_format(self) -> int:
         found, records_present = self._backend.read(
@@ -446,8 +448,18 @@ class CheckpointStore:
         """True when the store was opened read-only."""
         return self._backend.readonly
 
+    @property
+    def retention(self) -> RetentionPolicy | None:
+        """The policy puts enforce as they go (see ``retention`` above), or None."""
+        return self._retention
+
     def close(self) -> None:
-        """Close the store; later calls raise ``StoreClosedError``. Idempotent."""
+        """Close the store; later calls raise ``StoreClosedError``. Idempotent.
+
+        An automatic gc under way stops after its current transaction first.
+        """
+        if self._auto_gc is not None:
+            self._auto_gc.close()
         self._backend.close()
 
     def __enter__(self) -> CheckpointStore:
@@ -503,8 +515,15 @@ class CheckpointStore:
         """
         pending = _PendingPut(workflow_id, state, step, schema, meta, expect_seq)
         if self._grouped is not None:
-            return self._grouped(pending.apply)
-        return self._backend.write(pending.apply)
+            info = self._grouped(pending.apply)
+        else:
+            info = self._backend.write(pending.apply)
+        self._wrote(info.size)
+        return info
+
+    def _wrote(self, size: int) -> None:
+        if self._auto_gc is not None:
+            self._auto_gc.wrote(size)
 
     def batch(self) -> Batch:
         """A context manager whose puts commit in one write transaction, all or nothing."""
@@ -608,7 +627,7 @@ class CheckpointStore:
         remaining = limit
         while remaining is None or remaining > 0:
             size = _CHUNK if remaining is None else min(_CHUNK, remaining)
-            items = self._backend.read(_scan_chunk, CKPT, low, high, reverse, size)
+            items = self._backend.read(scan_chunk, CKPT, low, high, reverse, size)
             for key, record in items:
                 yield _checkpoint_info(workflow_id, key, record)
             if len(items) < size:
@@ -633,7 +652,7 @@ class CheckpointStore:
     def _workflows(self, status: Status | None) -> Iterator[WorkflowInfo]:
         low = b""
         while True:
-            items = self._backend.read(_scan_chunk, WF, low, None, False, _CHUNK)
+            items = self._backend.read(scan_chunk, WF, low, None, False, _CHUNK)
             for workflow_key, raw in items:
                 entry = WorkflowEntry.decode(workflow_key, raw)
                 if status is None or entry.status == status:
@@ -700,6 +719,72 @@ class CheckpointStore:
         target = os.fspath(dest)
         self._backend.copy_to(target)
         return target
+
+    def gc(
+        self,
+        policy: RetentionPolicy | None = None,
+        *,
+        dry_run: bool = False,
+        progress: collector.Progress | None = None,
+    ) -> GcReport:
+        """Delete the checkpoints ``policy`` does not keep, oldest first; see ``docs/retention.md``.
+
+        Deletes in write transactions of at most ``collector.BATCH`` checkpoints each, so
+        writers in this and other processes go on meanwhile and wait for one such commit at
+        most. A running workflow's newest intact checkpoint is never deleted.
+
+        Args:
+            policy: the bounds to enforce; by default the store's ``retention``.
+            dry_run: only plan: the report lists what would be deleted; nothing is written.
+            progress: called with (deleted so far, planned) after each transaction.
+
+        Raises:
+            ConfigError: no policy given and the store has none.
+            ReadOnlyStoreError: the store is read-only (a dry run is allowed).
+            StoreCorruptedError: an index entry is damaged (``repair`` rebuilds it).
+        """
+        chosen = self._retention if policy is None else policy
+        if not isinstance(chosen, RetentionPolicy):
+            raise ConfigError(
+                "gc needs a RetentionPolicy: pass one, or open the store with retention=...",
+                hint="set the retention_* settings of the config to give the store one",
+            )
+        if self.readonly and not dry_run:
+            raise ReadOnlyStoreError(f"store {self.path} is open read-only", path=self.path)
+        return collector.collect(self._backend, chosen, dry_run=dry_run, progress=progress)
+
+    def compact(self, dest: str | os.PathLike[str] | None = None) -> CompactReport:
+        """Shrink the store's file to the pages in use (LMDB never gives freed pages back).
+
+        Without ``dest``, the store is copied with compaction beside itself, flushed, and
+        renamed over its own file, which needs the store to itself: no other process, and no
+        other ``CheckpointStore`` in this one, may have it open (a process that starts to open it
+        meanwhile waits until the compaction is over). With ``dest``, the compacted copy is
+        written there instead and the store stays as it is, open to all.
+
+        Raises:
+            StoreInUseError: (in place) another process or store object has the store open.
+            ReadOnlyStoreError: (in place) the store is read-only.
+            StoreError: ``dest`` exists and is not empty, or the copy failed; the store is
+                left as it was.
+        """
+        started = time.perf_counter()
+        before = self._backend.storage_info()
+        if dest is None:
+            self._backend.compact()
+            target = self.path
+            after = self._backend.storage_info().file_bytes
+        else:
+            target = os.fspath(dest)
+            self._backend.copy_to(target)
+            after = os.path.getsize(os.path.join(target, "data.mdb"))
+        return CompactReport(
+            path=target,
+            file_bytes_before=before.file_bytes,
+            file_bytes_after=after,
+            live_bytes=before.live_bytes,
+            seconds=time.perf_counter() - started,
+        )
 
     def stats(self) -> StoreStats:
         """Counts and sizes: workflows by status, checkpoints, live and file bytes, readers."""
@@ -862,10 +947,7 @@ def _delete_workflow(txn: WriteTxn, workflow_key: bytes) -> int:
     doomed = [(key, created_ns_of(record)) for key, record in txn.scan(CKPT, low, high)]
     for key, created_ns in doomed:
         delete_record(txn, key, created_ns)
-    txn.delete(WF, workflow_key)
-    # A deleted workflow leaves no entry to say when: recover needs to know, to tell its
-    # records (which LMDB's freed pages still hold) from those of a newer commit.
-    txn.put(META, DELETED_NS, codec.encode(time.time_ns()))
+    forget_workflow(txn, workflow_key)
     return len(doomed)
 
 
@@ -875,14 +957,8 @@ def _delete_checkpoint(txn: WriteTxn, workflow_key: bytes, seq: int) -> int:
     record = txn.get(CKPT, key)
     if record is None:
         raise CheckpointNotFoundError(workflow_id_of(workflow_key), seq)
-    delete_record(txn, key, created_ns_of(record))
-    entry.count -= 1
-    entry.bytes -= len(record)
+    remove_checkpoint(txn, workflow_key, entry, key, record)
     entry.updated_ns = time.time_ns()
-    if entry.head_seq == seq:
-        low, high = workflow_bounds(workflow_key)
-        previous = txn.last(CKPT, low, high)
-        entry.head_seq = 0 if previous is None else seq_of(previous[0])
     txn.put(WF, workflow_key, entry.encode())
     return 1
 

@@ -26,7 +26,14 @@ import pytest
 import typer
 from typer.testing import CliRunner, Result
 
-from lmdbstate import Checkpointer, CheckpointInfo, CheckpointStore, WorkflowInfo, __version__
+from lmdbstate import (
+    Checkpointer,
+    CheckpointInfo,
+    CheckpointStore,
+    RetentionPolicy,
+    WorkflowInfo,
+    __version__,
+)
 from lmdbstate.cli import app, main, render
 from lmdbstate.runner import StepRecord
 
@@ -34,8 +41,8 @@ from .workflows import SIMPLE, STEPS, initial, prefix_states
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
 COMMANDS = (
-    "list", "show", "history", "stats", "delete", "verify", "repair", "backup", "recover",
-    "run", "resume", "config", "demo",
+    "list", "show", "history", "stats", "delete", "verify", "repair", "backup", "gc", "compact",
+    "recover", "run", "resume", "config", "demo",
 )  # fmt: skip
 
 STATE_1 = {"n": 1}
@@ -650,6 +657,7 @@ def test_stats_json(runner: CliRunner, filled: Filled) -> None:
         "oldest_at": iso_ms(oldest),
         "newest_at": iso_ms(newest),
         "largest": [workflow_json(info) for info in by_size],
+        "gc_preview": None,  # no retention policy configured
     }
     assert all(type(value) is int for value in storage.values())
     assert storage["page_size"] > 0
@@ -1351,7 +1359,7 @@ def test_a_writable_open_takes_the_configured_store_settings(
     """Regression (review): the CLI used to take only the path from the configuration."""
     cli_app = importlib.import_module("lmdbstate.cli.app")  # the module, not the Typer app
     (tmp_path / "lmdbstate.toml").write_text(
-        'durability = "async"\nmap_size = "1MiB"\nmax_map_size = "64MiB"\n'
+        'durability = "async"\nmap_size = "1MiB"\nmax_map_size = "64MiB"\nretention_keep_last = 3\n'
     )
     monkeypatch.chdir(tmp_path)
     opened: list[dict[str, Any]] = []
@@ -1365,5 +1373,6 @@ def test_a_writable_open_takes_the_configured_store_settings(
     assert invoke(runner, "delete", "wf-b", "--yes", store=filled.path).exit_code == 0
     assert opened[-1] == {
         "readonly": False, "durability": "async", "map_size": 1 << 20, "max_map_size": 64 << 20,
+        "retention": RetentionPolicy(keep_last=3),
     }  # fmt: skip
     assert opened[0] == {"readonly": True}  # the check before it: read-only, no settings

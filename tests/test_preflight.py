@@ -276,7 +276,7 @@ def test_a_tiny_lock_file_is_refused_when_no_one_can_tell_who_uses_it(
 ) -> None:
     os.truncate(store / "lock.mdb", 10)
     preflight(store)  # no other process has the store open: LMDB rebuilds lock.mdb
-    monkeypatch.setattr(lmdbfile, "_lock_holders", lambda inode: None)  # no /proc/locks
+    monkeypatch.setattr(lmdbfile, "lock_holders", lambda inode: None)  # no /proc/locks
     with pytest.raises(StoreCorruptedError, match="/proc/locks cannot tell whether another"):
         preflight(store)
 

@@ -19,10 +19,18 @@ from typing import Annotated, Any
 import typer
 
 from .. import __version__, runner
-from ..config import CheckpointPolicy, Config, ConfigWatcher, load_config
+from ..config import (
+    CheckpointPolicy,
+    Config,
+    ConfigWatcher,
+    load_config,
+    parse_duration,
+    parse_size,
+)
 from ..demo import run_demo
-from ..errors import IntegrityError, LmdbStateError, StoreCorruptedError
+from ..errors import ConfigError, IntegrityError, LmdbStateError, StoreCorruptedError
 from ..policy import Policy
+from ..retention import RetentionPolicy
 from ..store import DEFAULT_PATH, CheckpointStore
 from ..store import recover as recover_store
 from . import render
@@ -128,8 +136,8 @@ def _errors_handled() -> Iterator[None]:
 def _store(ctx: typer.Context, *, readonly: bool = True) -> Iterator[CheckpointStore]:
     """Open the store for one command, with errors handled.
 
-    A writable open takes the store settings of the configuration (durability, map sizes),
-    as the library's ``Config.open_store`` does; a read-only open needs none of them.
+    A writable open takes the store settings of the configuration (durability, map sizes,
+    retention), as the library's ``Config.open_store`` does; a read-only open needs none of them.
     """
     with _errors_handled():
         options: dict[str, Any] = {}
@@ -139,6 +147,7 @@ def _store(ctx: typer.Context, *, readonly: bool = True) -> Iterator[CheckpointS
                 "durability": config.durability,
                 "map_size": config.map_size,
                 "max_map_size": config.max_map_size,
+                "retention": config.retention_policy(),
             }
         with CheckpointStore(_store_path(ctx), readonly=readonly, **options) as store:
             yield store
@@ -226,9 +235,24 @@ def history(
 
 @app.command()
 def stats(ctx: typer.Context, as_json: JsonFlag = False) -> None:
-    """Show counts and sizes: workflows by status, checkpoints, live and file bytes, readers."""
+    """Show counts and sizes: workflows by status, checkpoints, live and file bytes, readers.
+
+    With a retention policy in the config (retention_* settings), also what a gc at that
+    policy would delete.
+    """
     with _store(ctx) as store:
-        render.stats(store.stats(), as_json=as_json)
+        report = store.stats()
+        policy = _configured_policy(ctx)
+        preview = None if policy is None else store.gc(policy, dry_run=True)
+        render.stats(report, preview, as_json=as_json)
+
+
+def _configured_policy(ctx: typer.Context) -> RetentionPolicy | None:
+    """The config's retention policy; None when it sets none, or cannot be read."""
+    try:
+        return _config(ctx).retention_policy()
+    except ConfigError:
+        return None  # stats and gc with bounds on the command line need no config
 
 
 @app.command()
@@ -302,6 +326,122 @@ def repair(
         pass  # a missing or unreadable store fails here, before anything is written
     with _store(ctx, readonly=False) as store:
         render.repair_report(store.repair(backup_dir=backup), as_json=as_json)
+
+
+def _bound(text: str | None, parse: Any, option: str, example: str) -> Any:
+    """A --max-size or --max-age value read strictly; a bad one is a one-line usage error."""
+    if text is None:
+        return None
+    try:
+        value = parse(text)
+    except ValueError as exc:
+        render.error(f"invalid value for {option}: {exc}", hint=f"for example {option} {example}")
+        raise typer.Exit(EXIT_USAGE) from None
+    if not value:
+        render.error(f"invalid value for {option}: {text!r} is zero", hint="give a value above 0")
+        raise typer.Exit(EXIT_USAGE)
+    return value
+
+
+@app.command()
+def gc(
+    ctx: typer.Context,
+    max_size: Annotated[
+        str | None,
+        typer.Option(
+            "--max-size",
+            metavar="SIZE",
+            help="Hold the store's live size under this: 500MiB, 2GB, 1.5GiB (powers of 1024 "
+            "with i, of 1000 without).",
+            show_default=False,
+        ),
+    ] = None,
+    max_age: Annotated[
+        str | None,
+        typer.Option(
+            "--max-age",
+            metavar="AGE",
+            help="Delete checkpoints older than this: 30d, 12h, 15m, 45s.",
+            show_default=False,
+        ),
+    ] = None,
+    keep_last: Annotated[
+        int | None,
+        typer.Option(
+            "--keep-last", min=1, help="Keep this many newest checkpoints of each workflow."
+        ),
+    ] = None,
+    finished_max_age: Annotated[
+        str | None,
+        typer.Option(
+            "--finished-max-age",
+            metavar="AGE",
+            help="Delete whole the finished workflows not updated for this long: 7d.",
+            show_default=False,
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be deleted; write nothing.")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Delete old checkpoints by size, age and count, oldest first, while writers go on.
+
+    A running workflow always keeps its newest intact checkpoint and a finished one its
+    final checkpoint (unless --finished-max-age removes it whole); finished workflows'
+    checkpoints go before running ones'. Without bounds on the command line the configured
+    retention policy (retention_* settings) applies; with any, exactly those given do.
+    """
+    bounds = {
+        "max_size": _bound(max_size, parse_size, "--max-size", "500MiB"),
+        "max_age": _bound(max_age, parse_duration, "--max-age", "30d"),
+        "keep_last": keep_last,
+        "finished_max_age": _bound(finished_max_age, parse_duration, "--finished-max-age", "7d"),
+    }
+    with _errors_handled():
+        if any(value is not None for value in bounds.values()):
+            policy = RetentionPolicy(**bounds)
+        else:
+            configured = _config(ctx).retention_policy()
+            if configured is None:
+                render.error(
+                    "no retention bounds: none given and none configured",
+                    hint="pass --max-size, --max-age, --keep-last or --finished-max-age, or set "
+                    "retention_* in lmdbstate.toml",
+                )
+                raise typer.Exit(EXIT_USAGE)
+            policy = configured
+    with _store(ctx):
+        pass  # a missing store fails here, before one is created by a writable open
+    with _store(ctx, readonly=dry_run) as store, render.count_progress("deleting") as advance:
+        report = store.gc(policy, dry_run=dry_run, progress=advance)
+    render.gc_report(report, as_json=as_json)
+
+
+@app.command()
+def compact(
+    ctx: typer.Context,
+    dest: Annotated[
+        Path | None,
+        typer.Option(
+            "--dest",
+            metavar="DIR",
+            help="Write the compacted copy into this new directory and leave the store as it is.",
+        ),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Shrink the store's file to the pages in use (after gc, the file keeps its size).
+
+    Copies the store with compaction, flushes the copy and renames it over the store's file.
+    Needs the store to itself: refused while another process has it open. With --dest the
+    store is not touched and may stay in use.
+    """
+    with _store(ctx):
+        pass  # a missing store fails here, before one is created by a writable open
+    with _store(ctx, readonly=dest is not None) as store:
+        report = store.compact(dest)
+    render.compact_report(report, as_json=as_json)
 
 
 @app.command()

@@ -26,7 +26,9 @@ from rich.pretty import Pretty
 from rich.progress import (
     BarColumn,
     DownloadColumn,
+    MofNCompleteColumn,
     Progress,
+    TextColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
@@ -39,7 +41,10 @@ from ..errors import LmdbStateError
 from ..models import (
     Checkpoint,
     CheckpointInfo,
+    CompactReport,
     DamagedRecord,
+    GcDeletion,
+    GcReport,
     RecoverReport,
     RepairReport,
     StoreStats,
@@ -215,13 +220,22 @@ def checkpoint(ckpt: Checkpoint, *, as_json: bool) -> None:
     console.print(Pretty(ckpt.state))
 
 
-def stats(report: StoreStats, *, as_json: bool) -> None:
-    """The ``stats`` command's output."""
+def stats(report: StoreStats, gc_preview: GcReport | None, *, as_json: bool) -> None:
+    """The ``stats`` command's output; ``gc_preview`` is a dry run at the configured policy."""
     if as_json:
         data = dataclasses.asdict(report)
         data["largest"] = [_workflow_dict(info) for info in report.largest]
         data["oldest_at"] = timestamp(report.oldest_ns)
         data["newest_at"] = timestamp(report.newest_ns)
+        data["gc_preview"] = None
+        if gc_preview is not None:
+            data["gc_preview"] = {
+                "checkpoints": gc_preview.checkpoints_removed,
+                "workflows": gc_preview.workflows_removed,
+                "record_bytes": gc_preview.record_bytes_removed,
+                "live_bytes_after": gc_preview.live_bytes_after,
+                "over_cap": gc_preview.over_cap,
+            }
         emit_json(data)
         return
     console = _stdout()
@@ -234,13 +248,22 @@ def stats(report: StoreStats, *, as_json: bool) -> None:
         ("checkpoints", str(report.checkpoints)),
         ("record bytes", human_bytes(report.record_bytes)),
         ("live bytes", human_bytes(report.live_bytes)),
-        ("file bytes", human_bytes(report.file_bytes)),
+        ("file bytes", f"{human_bytes(report.file_bytes)} ({_reusable(report)})"),
         ("map size", f"{human_bytes(report.map_size)} (max {human_bytes(report.max_map_size)})"),
         ("page size", human_bytes(report.page_size)),
         ("readers", f"{report.readers_used} of {report.max_readers}"),
         ("oldest", timestamp(report.oldest_ns)),
         ("newest", timestamp(report.newest_ns)),
     ]
+    if gc_preview is not None:
+        rows.append(
+            (
+                "gc at policy",
+                f"would delete {gc_preview.checkpoints_removed} checkpoints "
+                f"({human_bytes(gc_preview.record_bytes_removed)} of records); live bytes after "
+                f"about {human_bytes(gc_preview.live_bytes_after)}",
+            )
+        )
     for name, value in rows:
         summary.add_row(_label(name), value)
     console.print(summary)
@@ -251,6 +274,11 @@ def stats(report: StoreStats, *, as_json: bool) -> None:
                 info.workflow_id, info.status, str(info.checkpoints), human_bytes(info.bytes)
             )
         console.print(table)
+
+
+def _reusable(report: StoreStats) -> str:
+    free = max(0, report.file_bytes - report.live_bytes)
+    return f"{human_bytes(free)} free for reuse; `lmdbstate compact` gives it back"
 
 
 def message(text: str) -> None:
@@ -296,6 +324,18 @@ def progress(label: str, total_bytes: int | None) -> Iterator[Callable[[int, int
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task(label, total=total_bytes)
         yield lambda _records, done: bar.update(task, completed=done)
+
+
+@contextmanager
+def count_progress(label: str) -> Iterator[Callable[[int, int], None] | None]:
+    """As ``progress``, for a callback given (items done, items in all)."""
+    if not sys.stderr.isatty() or os.environ.get("CI"):
+        yield None
+        return
+    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
 def _report_json(report: Any, **computed: object) -> None:
@@ -360,6 +400,69 @@ def repair_report(report: RepairReport, *, as_json: bool) -> None:
     )
     if report.removed:
         _damaged_table(report.removed)
+
+
+def gc_report(report: GcReport, *, as_json: bool) -> None:
+    """The ``gc`` command's output: what was deleted (or would be), and the sizes."""
+    if as_json:
+        _report_json(report)
+        return
+    verb = "would delete" if report.dry_run else "deleted"
+    rules = ", ".join(f"{n} by {rule}" for rule, n in sorted(report.by_rule.items()))
+    message(
+        f"{verb} {report.checkpoints_removed} checkpoints ({rules or 'none'}; "
+        f"{human_bytes(report.record_bytes_removed)} of records) and "
+        f"{report.workflows_removed} whole workflows"
+    )
+    after = "estimated " if report.dry_run else ""
+    message(
+        f"live bytes: {human_bytes(report.live_bytes_before)} -> {after}"
+        f"{human_bytes(report.live_bytes_after)}; file: {human_bytes(report.file_bytes)}"
+    )
+    if report.over_cap:
+        message(
+            f"still {human_bytes(report.over_cap)} above --max-size: the newest checkpoints of "
+            f"running workflows (and the final ones of finished workflows) are kept"
+        )
+    if report.dry_run and report.deletions:
+        per_workflow: dict[str, list[GcDeletion]] = {}
+        for deletion in report.deletions:
+            per_workflow.setdefault(deletion.workflow_id, []).append(deletion)
+        rows = (
+            (
+                workflow_id,
+                _seq_ranges(d.seq for d in doomed),
+                human_bytes(sum(d.bytes for d in doomed)),
+                ", ".join(sorted({d.rule for d in doomed})),
+            )
+            for workflow_id, doomed in sorted(per_workflow.items())
+        )
+        _table((Column("workflow", overflow="fold"), "seqs", "bytes", "rule"), rows, empty="")
+    elif not report.dry_run:
+        message(f"{report.transactions} write transactions, {report.seconds:.2f} s")
+
+
+def _seq_ranges(seqs: Iterable[int]) -> str:
+    """Seqs as runs: ``1-40, 42, 45-47``."""
+    runs: list[list[int]] = []
+    for seq in sorted(seqs):
+        if runs and seq == runs[-1][1] + 1:
+            runs[-1][1] = seq
+        else:
+            runs.append([seq, seq])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
+def compact_report(report: CompactReport, *, as_json: bool) -> None:
+    """The ``compact`` command's output."""
+    if as_json:
+        _report_json(report)
+        return
+    message(
+        f"compacted {report.path}: file {human_bytes(report.file_bytes_before)} -> "
+        f"{human_bytes(report.file_bytes_after)} (live {human_bytes(report.live_bytes)}), "
+        f"{report.seconds:.2f} s"
+    )
 
 
 def backup_done(path: str, *, as_json: bool) -> None:
