@@ -16,6 +16,7 @@ from .errors import (
     InvalidStatusError,
     InvalidWorkflowIdError,
     LmdbStateError,
+    MigrationError,
     NotFoundError,
     NotResumableError,
     ReadOnlyStoreError,
@@ -36,6 +37,7 @@ from .errors import (
     WorkflowNotFoundError,
 )
 from .memory import MEMORY_PATH
+from .migrations import state_migration, store_migration
 from .models import (
     Checkpoint,
     CheckpointInfo,
@@ -47,7 +49,11 @@ from .models import (
     Lease,
     RecoverReport,
     RepairReport,
+    StateMigrationReport,
+    StateUpgrade,
+    StoreMigrationReport,
     StoreStats,
+    StoreStep,
     VerifyReport,
     WorkflowInfo,
     WorkflowRecovery,
@@ -55,7 +61,7 @@ from .models import (
 from .policy import Policy
 from .retention import RetentionPolicy
 from .runner import Checkpointer, RunResult, Step, StepRecord, Workflow, resume, run
-from .store import Batch, CheckpointStore, recover
+from .store import Batch, CheckpointStore, migrate_store, recover
 
 try:
     __version__ = _metadata.version("lmdbstate")
@@ -89,6 +95,7 @@ __all__ = [
     "Lease",
     "LmdbStateError",
     "MEMORY_PATH",
+    "MigrationError",
     "NotFoundError",
     "NotResumableError",
     "Policy",
@@ -99,6 +106,8 @@ __all__ = [
     "RunError",
     "RunResult",
     "SequenceConflictError",
+    "StateMigrationReport",
+    "StateUpgrade",
     "Step",
     "StepFailedError",
     "StepRecord",
@@ -108,8 +117,10 @@ __all__ = [
     "StoreError",
     "StoreFullError",
     "StoreInUseError",
+    "StoreMigrationReport",
     "StoreNotFoundError",
     "StoreStats",
+    "StoreStep",
     "UnsupportedFormatError",
     "VerifyReport",
     "Workflow",
@@ -121,7 +132,10 @@ __all__ = [
     "WorkflowRecovery",
     "__version__",
     "load_config",
+    "migrate_store",
     "recover",
     "resume",
     "run",
+    "state_migration",
+    "store_migration",
 ]

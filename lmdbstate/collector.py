@@ -9,9 +9,10 @@ plan says. A workflow the plan removes whole loses its entry in the transaction 
 its last checkpoint.
 
 ``max_size`` caps the live bytes (the pages in use, see ``StorageInfo``), while the planner
-weighs record bytes: the cap is scaled by the store's ratio of record bytes to live bytes, and
-when the deletions leave the store above the cap (pages shared by small records free up only
-once all of them go), the collection plans again from what is left, up to ``ROUNDS`` times.
+weighs record bytes: the bytes to free are scaled by the store's ratio of record bytes to live
+bytes. When the deletions leave the store above the cap (a page shared by small records is freed
+only once all of them go), the collection plans again from what is left, asking for twice as
+much each time, until the store is under the cap or the policy allows no more deletions.
 
 ``AutoCollector`` runs collections in a background thread as puts grow the store, so that an
 executor keeps its store under the cap without a cron job.
@@ -47,8 +48,6 @@ log = logging.getLogger("lmdbstate")
 
 BATCH = 128
 """Checkpoints deleted per write transaction: a concurrent writer waits for one such commit."""
-ROUNDS = 4
-"""Plans made by one collection at most, while the store stays above ``max_size``."""
 _READ_CHUNK = 1024  # items per read transaction while the indexes are read
 
 Progress = Callable[[int, int], None]
@@ -99,9 +98,11 @@ def collect(
     now = time.time_ns() if now_ns is None else now_ns
     live_before = live = backend.storage_info().live_bytes
     tally = _Tally()
-    for _ in range(1 if dry_run else ROUNDS):
+    urgency = 1  # doubled each time a plan leaves the store above the cap
+    while True:
         snapshot = _read_snapshot(backend)
-        gc_plan = plan(snapshot.workflows, _record_policy(policy, live, snapshot), now_ns=now)
+        record_policy = _record_policy(policy, live, snapshot, urgency)
+        gc_plan = plan(snapshot.workflows, record_policy, now_ns=now)
         if dry_run:
             return _dry_run_report(gc_plan, snapshot, live, backend, started)
         deleted_before = len(tally.deletions)
@@ -111,6 +112,8 @@ def collect(
         made_progress = len(tally.deletions) > deleted_before
         if stopped or not made_progress or policy.max_size is None or live <= policy.max_size:
             break
+        urgency *= 2
+    tally.deletions.sort(key=lambda d: (d.created_ns, d.workflow_id, d.seq))
     storage = backend.storage_info()
     return GcReport(
         dry_run=False,
@@ -132,12 +135,20 @@ def _over(policy: RetentionPolicy, live: int) -> int:
     return 0 if policy.max_size is None else max(0, live - policy.max_size)
 
 
-def _record_policy(policy: RetentionPolicy, live: int, snapshot: _Snapshot) -> RetentionPolicy:
-    """``policy`` with ``max_size`` turned from live bytes into the record bytes the plan weighs."""
+def _record_policy(
+    policy: RetentionPolicy, live: int, snapshot: _Snapshot, urgency: int
+) -> RetentionPolicy:
+    """``policy`` with ``max_size`` turned from live bytes into the record bytes the plan weighs.
+
+    The live bytes to free, scaled by the ratio of record bytes to live bytes and multiplied by
+    ``urgency``, are taken off the record bytes.
+    """
     cap = policy.max_size
-    if cap is None or live <= cap or not snapshot.record_bytes:
+    records = snapshot.record_bytes
+    if cap is None or live <= cap or not records:
         return dataclasses.replace(policy, max_size=None)
-    return dataclasses.replace(policy, max_size=max(1, cap * snapshot.record_bytes // live))
+    to_free = (live - cap) * records * urgency // live
+    return dataclasses.replace(policy, max_size=max(1, records - to_free))
 
 
 def _dry_run_report(

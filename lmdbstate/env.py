@@ -219,11 +219,11 @@ class _SharedEnv:
         self.options = options
         self.users = 0
         self.forked = False
-        # Bumped whenever this process changes the map size, which invalidates the read
-        # transactions other threads hold: a read that fails during or after a resize that
-        # began after the read did is retried.
+        # Bumped whenever this process changes the map size or replaces the environment
+        # (``_changing``), which invalidates the read transactions other threads hold: a read
+        # that fails during or after such a change that began after the read did is retried.
         self.generation = 0
-        self.resizing = False
+        self.changing = False
         self.write_lock = threading.Lock()
         self.committer = (
             GroupCommitter() if options.durability == "group" and not options.readonly else None
@@ -286,12 +286,22 @@ class _SharedEnv:
         After a failed meta-page write LMDB marks the environment fatal and refuses every later
         transaction; a fresh handle reads the last good commit again.
         """
-        with self.write_lock:
+        with self.write_lock, self._changing():
             self.env.close()
             self.env = self._open_env(self.options.map_size, self.options.max_readers)
             self.dbs = self._open_dbs()
-            self.generation += 1
         log.warning("reopened %s after a fatal LMDB error", self.path)
+
+    @contextmanager
+    def _changing(self) -> Iterator[None]:
+        """Mark the environment as changing under other threads' reads (see ``run_read``)."""
+        self.changing = True
+        self.generation += 1
+        try:
+            yield
+        finally:
+            self.generation += 1
+            self.changing = False
 
     def compact(self) -> None:
         """Replace ``data.mdb`` with a compacted copy of itself; no other process may have it open.
@@ -307,20 +317,20 @@ class _SharedEnv:
             lmdb.Error: the copy failed (the store is then left as it was).
         """
         with self.write_lock:
-            map_size: int = self.env.info()["map_size"]
+            info = self.env.info()
             lock_fd = os.open(os.path.join(self.path, LOCK_FILE), os.O_RDWR | os.O_CLOEXEC)
             try:
                 self._lock_exclusively(lock_fd)
-                self._replace_with_compacted_copy()
+                self._replace_with_compacted_copy(info["last_txnid"])
             finally:
                 # Closing the environment drops every lock this process holds on lock.mdb, the
                 # exclusive one too. Only then may ``lock_fd`` close: closing it while the
                 # environment is open would drop LMDB's shared lock under it.
-                self.env.close()
-                os.close(lock_fd)
-                self.env = self._open_env(map_size, self.options.max_readers)
-                self.dbs = self._open_dbs()
-                self.generation += 1
+                with self._changing():
+                    self.env.close()
+                    os.close(lock_fd)
+                    self.env = self._open_env(info["map_size"], self.options.max_readers)
+                    self.dbs = self._open_dbs()
 
     def _lock_exclusively(self, lock_fd: int) -> None:
         try:
@@ -338,14 +348,16 @@ class _SharedEnv:
                 "`lmdbstate backup DEST` writes a compacted copy while they run",
             ) from exc
 
-    def _replace_with_compacted_copy(self) -> None:
+    def _replace_with_compacted_copy(self, txnid: int) -> None:
         staging = os.path.join(self.path, _STAGING)
         shutil.rmtree(staging, ignore_errors=True)  # left behind by a compaction killed midway
         os.mkdir(staging)
         try:
+            # No commit can land meanwhile: this process holds the write lock, and no other
+            # process has the store open.
             self.env.copy(staging, compact=True)
             copied = os.path.join(staging, _DATA_FILE)
-            mirror_meta(copied)
+            mirror_meta(copied, txnid)
             os.replace(copied, os.path.join(self.path, _DATA_FILE))
             fsync_directory(self.path)
         finally:
@@ -367,11 +379,11 @@ class _SharedEnv:
                     raise
                 cleared_readers = True
             except lmdb.Error:
-                if generation == self.generation and not self.resizing:
+                if generation == self.generation and not self.changing:
                     raise
-                # Another thread resized the map under this read: py-lmdb invalidates open
-                # transactions and fails those begun while the resize runs. Wait for the
-                # resize (it runs under the write lock), then read again.
+                # Another thread resized the map or replaced the environment under this read:
+                # py-lmdb invalidates open transactions and fails those begun meanwhile. Wait
+                # for the change (it runs under the write lock), then read again.
                 with self.write_lock:
                     pass
 
@@ -411,12 +423,8 @@ class _SharedEnv:
         self._set_map_size(min(current * 2, self.max_map_size))
 
     def _set_map_size(self, size: int) -> None:
-        self.resizing = True
-        try:
+        with self._changing():
             self.env.set_mapsize(size)
-        finally:
-            self.generation += 1
-            self.resizing = False
         log.debug("map size of %s is now %d bytes", self.path, self.env.info()["map_size"])
 
     def storage_info(self) -> StorageInfo:

@@ -16,6 +16,7 @@ LmdbStateError
 │   └── CheckpointNotFoundError
 ├── SequenceConflictError                 expect_seq did not match the head
 ├── IntegrityError                        a stored record failed its digest or header check
+├── MigrationError                        a state or store upgrade cannot run: nothing was written
 ├── RunError                              an executor cannot start or continue a workflow
 │   ├── WorkflowExistsError               run() of an id that already holds checkpoints
 │   ├── WorkflowFinishedError             the workflow is completed or cancelled
@@ -148,8 +149,12 @@ class SequenceConflictError(LmdbStateError):
 
     hint = "reload the latest checkpoint and decide again; another writer advanced this workflow"
 
-    def __init__(self, workflow_id: str, expected: int, actual: int) -> None:
-        super().__init__(f"workflow {workflow_id!r}: expected head seq {expected}, found {actual}")
+    def __init__(
+        self, workflow_id: str, expected: int, actual: int, message: str | None = None
+    ) -> None:
+        super().__init__(
+            message or f"workflow {workflow_id!r}: expected head seq {expected}, found {actual}"
+        )
         self.workflow_id = workflow_id
         self.expected = expected
         self.actual = actual
@@ -165,6 +170,33 @@ class IntegrityError(LmdbStateError):
         self.workflow_id = workflow_id
         self.seq = seq
         self.reason = reason
+
+
+class MigrationError(LmdbStateError):
+    """An upgrade of a state's schema or of the store's format cannot run; nothing was written.
+
+    For a state, ``workflow_id`` and ``seq`` name the checkpoint; for the store they are None.
+    """
+
+    hint = (
+        "register the missing migration (`@state_migration` or `@store_migration`), or fix the "
+        "one that raised; `lmdbstate migrate --check` shows what would run"
+    )
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        workflow_id: str | None = None,
+        seq: int | None = None,
+        from_version: int,
+        to_version: int,
+    ) -> None:
+        super().__init__(message)
+        self.workflow_id = workflow_id
+        self.seq = seq
+        self.from_version = from_version
+        self.to_version = to_version
 
 
 class RunError(LmdbStateError):

@@ -825,15 +825,16 @@ class _TreeCheck:
         return items
 
 
-def mirror_meta(path: str | os.PathLike[str]) -> None:
-    """Make meta page 0 of a compacted copy describe the same snapshot as its meta page 1.
+def mirror_meta(path: str | os.PathLike[str], txnid: int) -> None:
+    """Make both meta pages of a compacted copy describe its data, as of transaction ``txnid``.
 
-    LMDB's compacting copy writes the data under meta page 1 (transaction 1) and leaves meta
-    page 0 empty (transaction 0). Put in place of a store's file, such a copy meets the store's
-    old lock.mdb whenever a process opened the store meanwhile: that process trusts the lock
-    table's transaction id, reads the meta page of that id's parity, and half the time finds the
-    empty one. With both meta pages naming the same trees, either parity reads the data; meta
-    page 0 keeps transaction id 0, so LMDB still takes meta page 1 as the newer.
+    LMDB's compacting copy writes the data under meta page 1 with transaction id 1 and leaves
+    meta page 0 empty (transaction 0). Put in place of a store's file, the copy meets the store's
+    old lock.mdb whenever a process opened the store meanwhile: that process keeps the lock
+    table's transaction id (the store's last, ``txnid``) and reads the meta page of that id's
+    parity. Here the meta page of ``txnid``'s parity gets the data and ``txnid``, the other the
+    data and ``txnid - 1``, so that either way, and for a process that rebuilds the lock table
+    from the file, the snapshot read is the copy's, and its transaction id is the lock table's.
 
     Raises:
         StoreCorruptedError: the file is not such a copy (meta page 1 is not the valid newer one).
@@ -847,8 +848,12 @@ def mirror_meta(path: str | os.PathLike[str]) -> None:
                 f"{path} is not a fresh compacted copy: its meta pages are not as LMDB writes them",
                 path=os.fspath(path),
             )
+        txnid = max(txnid, 1)
         body = os.pread(fd, _META_END_AT - PAGE_HEADER_SIZE, newest.offset + PAGE_HEADER_SIZE)
-        os.pwrite(fd, body + _META_END.pack(newest.last_page, 0), PAGE_HEADER_SIZE)
+        for meta in metas:
+            page_txnid = txnid if meta.slot == txnid % 2 else txnid - 1
+            offset = meta.slot * newest.page_size + PAGE_HEADER_SIZE
+            os.pwrite(fd, body + _META_END.pack(newest.last_page, page_txnid), offset)
         os.fsync(fd)
     finally:
         os.close(fd)

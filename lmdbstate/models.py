@@ -193,7 +193,8 @@ class GcReport:
     record_bytes_removed: int
     live_bytes_before: int
     live_bytes_after: int
-    """Measured after the deletions; in a dry run, the estimate the plan gives."""
+    """Measured after the deletions; in a dry run, an estimate in proportion to the record
+    bytes the plan frees."""
     file_bytes: int
     over_cap: int
     """Live bytes still above ``max_size``: what the policy forbids deleting (running
@@ -201,7 +202,9 @@ class GcReport:
     by_rule: Mapping[str, int]
     """Checkpoints removed per policy bound."""
     deletions: tuple[GcDeletion, ...]
-    """Every checkpoint deleted, oldest first (a dry run lists what it would delete)."""
+    """Every checkpoint deleted, oldest first. A dry run lists what the first plan deletes: a
+    collection under ``max_size`` that finds the store still above the cap afterwards (records
+    freed leave pages shared with kept ones) plans again and deletes the next oldest too."""
     transactions: int
     """Write transactions used; each deletes a bounded number of checkpoints."""
     seconds: float
@@ -216,6 +219,59 @@ class CompactReport:
     file_bytes_before: int
     file_bytes_after: int
     live_bytes: int
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStep:
+    """One registered upgrade of the store format."""
+
+    from_version: int
+    to_version: int
+    name: str
+    """The migration function's qualified name."""
+    description: str
+    """The first line of its docstring."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoreMigrationReport:
+    """What an upgrade of the store format did, or with ``check`` would do."""
+
+    path: str
+    from_version: int
+    to_version: int
+    steps: tuple[StoreStep, ...]
+    """The steps run (or to run), in order; empty when the store was current."""
+    backup_path: str | None
+    """The copy taken before the first step; None when nothing ran or no backup was asked."""
+    check: bool
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class StateUpgrade:
+    """A workflow whose newest state is (or was) upgraded to its name's current schema."""
+
+    workflow_id: str
+    name: str
+    """The name its state migrations are registered under."""
+    seq: int
+    """The checkpoint upgraded."""
+    from_schema: int
+    to_schema: int
+    new_seq: int | None
+    """The checkpoint written with the upgraded state; None in a check."""
+
+
+@dataclass(frozen=True, slots=True)
+class StateMigrationReport:
+    """What ``migrate_states`` wrote, or with ``check`` would write."""
+
+    upgraded: tuple[StateUpgrade, ...]
+    current: int
+    """Workflows whose newest state already had the current schema (or no migrations)."""
+    check: bool
     seconds: float
 
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
 from typing import Any
 
-from . import codec, collector, integrity, records
+from . import codec, collector, integrity, migrations, records
 from .env import (
     DEFAULT_MAP_SIZE,
     DEFAULT_MAX_MAP_SIZE,
@@ -70,6 +70,7 @@ from .keys import (
 from .kv import AGE, CKPT, META, WF, Backend, ReadTxn, WriteTxn, scan_chunk
 from .lmdbfile import DataFile
 from .memory import MEMORY_PATH, MemoryBackend
+from .migrations import STORE_FORMAT
 from .models import (
     STATUSES,
     Checkpoint,
@@ -80,7 +81,10 @@ from .models import (
     Lease,
     RecoverReport,
     RepairReport,
+    StateMigrationReport,
+    StateUpgrade,
     Status,
+    StoreMigrationReport,
     StoreStats,
     VerifyReport,
     WorkflowInfo,
@@ -88,9 +92,6 @@ from .models import (
 from .retention import RetentionPolicy
 
 log = logging.getLogger("lmdbstate")
-
-STORE_FORMAT = 1
-"""The store format this version writes and reads (the ``format`` entry of ``meta``)."""
 
 DEFAULT_PATH = ".lmdbstate"
 DEFAULT_LEASE_TTL = 60.0
@@ -238,7 +239,7 @@ class _PendingPut:
         self.body = records.encode_body(state, step, schema, {} if meta is None else meta)
         self.created_ns = time.time_ns()
 
-    def apply(self, txn: WriteTxn) -> CheckpointInfo:
+    def apply(self, txn: WriteTxn, *, seq: int | None = None) -> CheckpointInfo:
         """Write the checkpoint and update its workflow's index entries, all in ``txn``.
 
         Every lmdbstate error it raises (a sequence conflict, a damaged index entry) is raised
@@ -259,13 +260,14 @@ class _PendingPut:
             )
         if self.expect_seq is not None and entry.head_seq != self.expect_seq:
             raise SequenceConflictError(self.workflow_id, self.expect_seq, entry.head_seq)
-        seq = entry.last_seq + 1
+        if seq is None:
+            seq = entry.last_seq + 1
         key = checkpoint_key(workflow_key, seq)
         record = records.build(key, self.body, self.created_ns)
         entry.head_seq = entry.last_seq = seq
         entry.count += 1
         entry.bytes += len(record)
-        entry.updated_ns = self.created_ns
+        entry.updated_ns = max(entry.updated_ns, self.created_ns)
         entry.schema = self.schema
         encoded_entry = entry.encode()
         txn.put(CKPT, key, record)
@@ -345,6 +347,10 @@ class CheckpointStore:
         max_readers: LMDB's reader table size; the first process to open the store sets it,
             so every process should pass the same value. Slots of killed readers are reclaimed
             on open and whenever the table is found full.
+        auto_migrate: upgrade a store of an older format on a writable open (after a backup
+            copy beside it, ``<store>.format<N>-backup-<UTC time>``); False refuses such a
+            store with ``UnsupportedFormatError`` instead (``migrate_store`` upgrades it). A
+            read-only open of an older store reads an upgraded copy in memory, never writing.
         retention: a policy that puts enforce as they go: once they have added a 64th of
             ``max_size`` (or 1 MiB) since the last look, the live size is checked, and a
             ``gc`` runs in a background thread when it is above the cap (and, for the count
@@ -368,6 +374,7 @@ class CheckpointStore:
         max_map_size: int = DEFAULT_MAX_MAP_SIZE,
         readonly: bool = False,
         max_readers: int = DEFAULT_MAX_READERS,
+        auto_migrate: bool = True,
         retention: RetentionPolicy | None = None,
     ) -> None:
         if durability not in DURABILITIES:
@@ -403,7 +410,7 @@ class CheckpointStore:
             else None
         )
         try:
-            self._format = self._open_format()
+            self._format = self._open_format(auto_migrate)
         except BaseException:
             self._backend.close()
             raise
@@ -413,9 +420,9 @@ class CheckpointStore:
             else None
         )
 
-    def _open_format(self) -> int:
+    def _open_format(self, auto_migrate: bool) -> int:
         found, records_present = self._backend.read(
-            lambda txn: (_read_format(txn), txn.count(CKPT) > 0)
+            lambda txn: (migrations.read_format(txn), txn.count(CKPT) > 0)
         )
         if found is None:
             if records_present:
@@ -424,12 +431,28 @@ class CheckpointStore:
                 )
             # A new store, or one whose creator died before writing ``meta``: nothing to lose.
             found = STORE_FORMAT if self.readonly else self._backend.write(_initialise_meta)
-        if found != STORE_FORMAT:
-            raise UnsupportedFormatError(
-                f"store {self.path} has format {found}; this version reads format {STORE_FORMAT}",
-                path=self.path,
-            )
-        return found
+        migrations.store_steps(found, self.path)  # a newer format, or a step missing: refused
+        if found < STORE_FORMAT:
+            if self.readonly:
+                upgraded = migrations.upgraded_copy(self._backend, found)
+                self._backend.close()
+                self._backend = upgraded
+            elif not auto_migrate:
+                raise UnsupportedFormatError(
+                    f"store {self.path} has format {found}; this version uses format "
+                    f"{STORE_FORMAT}",
+                    path=self.path,
+                    hint="`lmdbstate migrate` upgrades it (after a backup), or open it with "
+                    "auto_migrate=True",
+                )
+            else:
+                backup = migrations.default_backup_dir(self.path, found)
+                migrations.upgrade_store(
+                    self._backend, found, backup_dir=backup, version=_version()
+                )
+        if not self.readonly and self._backend.read(migrations.last_writer) != _version():
+            self._backend.write(migrations.note_writer, _version())
+        return STORE_FORMAT
 
     # -- properties and lifecycle -------------------------------------------------------------
 
@@ -525,22 +548,65 @@ class CheckpointStore:
         if self._auto_gc is not None:
             self._auto_gc.wrote(size)
 
+    def import_checkpoint(
+        self,
+        workflow_id: str,
+        seq: int,
+        state: object,
+        *,
+        created_ns: int,
+        step: str | int | None = None,
+        schema: int = 1,
+        meta: dict[str, Any] | None = None,
+    ) -> tuple[CheckpointInfo, bool]:
+        """Write a checkpoint with the seq and creation time it had elsewhere (for importers).
+
+        The record is built exactly as ``put`` builds it, so a checkpoint exported and imported
+        with the same fields gets the same bytes and the same digest. Importing again what is
+        already there changes nothing: the call is idempotent.
+
+        Returns:
+            The checkpoint, and True when it was written (False: an identical one was there).
+
+        Raises:
+            InvalidInputError: a bad argument (``created_ns`` must be an int >= 0).
+            SequenceConflictError: ``seq`` is taken by a different checkpoint, or is not above
+                every seq the workflow has given out.
+        """
+        if type(created_ns) is not int or created_ns < 0:
+            raise InvalidInputError(f"invalid created_ns {created_ns!r}: expected an int >= 0")
+        pending = _PendingPut(workflow_id, state, step, schema, meta, None)
+        pending.created_ns = created_ns
+        result = self._backend.write(_import_checkpoint, pending, validate_seq(seq))
+        if result[1]:
+            self._wrote(result[0].size)
+        return result
+
     def batch(self) -> Batch:
         """A context manager whose puts commit in one write transaction, all or nothing."""
         return Batch(self)
 
-    def set_status(self, workflow_id: str, status: Status) -> WorkflowInfo:
+    def set_status(
+        self, workflow_id: str, status: Status, *, extras: Mapping[str, object] | None = None
+    ) -> WorkflowInfo:
         """Set a workflow's status (running, completed, failed or cancelled).
+
+        Args:
+            workflow_id: the workflow.
+            status: its new status.
+            extras: fields to record with the workflow in the same transaction (see
+                ``acquire_lease``; a None value removes a field; the lease cannot be set here).
 
         Raises:
             InvalidStatusError: an unknown status.
+            InvalidInputError: an ``extras`` field that is not a str, or is ``lease``.
             WorkflowNotFoundError: no such workflow.
         """
         workflow_key = encode_workflow_id(workflow_id)
         if status not in STATUSES:
             raise InvalidStatusError(status, STATUSES)
-
-        return self._backend.write(_set_status, workflow_key, status)
+        _check_extras(extras)
+        return self._backend.write(_set_status, workflow_key, status, extras)
 
     def delete(self, workflow_id: str, *, seq: int | None = None) -> int:
         """Delete a whole workflow, or one checkpoint of it; returns how many were deleted.
@@ -558,7 +624,9 @@ class CheckpointStore:
 
     # -- reads --------------------------------------------------------------------------------
 
-    def latest(self, workflow_id: str, *, skip_damaged: bool = True) -> Checkpoint | None:
+    def latest(
+        self, workflow_id: str, *, skip_damaged: bool = True, migrate: bool = False
+    ) -> Checkpoint | None:
         """The workflow's newest intact checkpoint, or None when it has none.
 
         A damaged newer checkpoint is skipped, logged as a warning, and named in the result's
@@ -567,24 +635,57 @@ class CheckpointStore:
         Args:
             workflow_id: the workflow.
             skip_damaged: False to raise instead of falling back past a damaged checkpoint.
+            migrate: upgrade the state to its workflow name's current schema through the
+                registered ``state_migration`` functions (the stored record is not changed).
 
         Raises:
             IntegrityError: the newest checkpoint is damaged and ``skip_damaged`` is False, or
                 every checkpoint of the workflow is damaged.
+            MigrationError: ``migrate`` and the state cannot be upgraded.
         """
         workflow_key = encode_workflow_id(workflow_id)
-        return self._backend.read(_read_latest, workflow_id, workflow_key, skip_damaged)
+        found = self._backend.read(_read_latest, workflow_id, workflow_key, skip_damaged)
+        return self._migrated(found) if migrate and found is not None else found
 
-    def get(self, workflow_id: str, seq: int) -> Checkpoint:
+    def get(self, workflow_id: str, seq: int, *, migrate: bool = False) -> Checkpoint:
         """Checkpoint ``seq`` of the workflow.
+
+        Args:
+            workflow_id: the workflow.
+            seq: the checkpoint.
+            migrate: as in ``latest``.
 
         Raises:
             WorkflowNotFoundError: no such workflow.
             CheckpointNotFoundError: the workflow has no checkpoint ``seq``.
             IntegrityError: the checkpoint is damaged.
+            MigrationError: ``migrate`` and the state cannot be upgraded.
         """
         workflow_key = encode_workflow_id(workflow_id)
-        return self._backend.read(_read_checkpoint, workflow_id, workflow_key, validate_seq(seq))
+        found = self._backend.read(_read_checkpoint, workflow_id, workflow_key, validate_seq(seq))
+        return self._migrated(found) if migrate else found
+
+    def workflow_name(self, workflow_id: str) -> str:
+        """The name the workflow's state migrations are registered under.
+
+        The name of the ``Workflow`` the reference executor recorded when it started the
+        workflow; for a workflow written by ``put`` alone, its id.
+
+        Raises:
+            WorkflowNotFoundError: no such workflow.
+        """
+        definition = self.workflow_extras(workflow_id).get("definition")
+        name = definition.get("name") if isinstance(definition, dict) else None
+        return name if isinstance(name, str) and name else workflow_id
+
+    def _migrated(self, ckpt: Checkpoint) -> Checkpoint:
+        name = self.workflow_name(ckpt.workflow_id)
+        state, schema = migrations.upgrade_state(
+            name, ckpt.state, ckpt.schema, workflow_id=ckpt.workflow_id, seq=ckpt.seq
+        )
+        return (
+            ckpt if schema == ckpt.schema else dataclasses.replace(ckpt, state=state, schema=schema)
+        )
 
     def workflow(self, workflow_id: str) -> WorkflowInfo:
         """The index entry of one workflow.
@@ -753,6 +854,61 @@ class CheckpointStore:
             raise ReadOnlyStoreError(f"store {self.path} is open read-only", path=self.path)
         return collector.collect(self._backend, chosen, dry_run=dry_run, progress=progress)
 
+    def migrate_states(
+        self, workflow_id: str | None = None, *, check: bool = False
+    ) -> StateMigrationReport:
+        """Write each workflow's newest state, upgraded to its current schema, as a checkpoint.
+
+        Every workflow (or only ``workflow_id``) whose newest intact checkpoint holds an older
+        schema than its name's registered ``state_migration`` chain reaches gets a new
+        checkpoint: the upgraded state, the same step, the new schema, and in its meta
+        ``migrated_from`` (the seq and schema it came from). The history stays as it was. All
+        upgrades are computed first and written in one transaction: when one fails, nothing is
+        written.
+
+        Args:
+            workflow_id: only this workflow.
+            check: compute and report, write nothing.
+
+        Raises:
+            MigrationError: a state cannot be upgraded (names the workflow, seq and versions).
+            SequenceConflictError: a workflow advanced while its state was being upgraded.
+            ReadOnlyStoreError: the store is read-only and ``check`` is False.
+        """
+        started = time.perf_counter()
+        if self.readonly and not check:
+            raise ReadOnlyStoreError(f"store {self.path} is open read-only", path=self.path)
+        selected = None if workflow_id is None else self.workflow(workflow_id)
+        infos = list(self.workflows()) if selected is None else [selected]
+        pending: list[tuple[WorkflowInfo, Checkpoint, str, object, int]] = []
+        current = 0
+        for info in infos:
+            ckpt = self.latest(info.workflow_id)
+            name = self.workflow_name(info.workflow_id)
+            target = migrations.current_schema(name)
+            if ckpt is None or target is None or ckpt.schema >= target:
+                current += 1
+                continue
+            state, schema = migrations.upgrade_state(
+                name, ckpt.state, ckpt.schema, workflow_id=info.workflow_id, seq=ckpt.seq
+            )
+            pending.append((info, ckpt, name, state, schema))
+        written: list[int | None] = [None] * len(pending)
+        if pending and not check:
+            with self.batch() as batch:
+                for info, ckpt, _, state, schema in pending:
+                    meta = {**ckpt.meta, "migrated_from": {"seq": ckpt.seq, "schema": ckpt.schema}}
+                    batch.put(
+                        info.workflow_id, state, step=ckpt.step, schema=schema, meta=meta,
+                        expect_seq=info.head_seq,
+                    )  # fmt: skip
+            written = [info.seq for info in batch.checkpoints]
+        upgraded = tuple(
+            StateUpgrade(info.workflow_id, name, ckpt.seq, ckpt.schema, schema, new_seq)
+            for (info, ckpt, name, _, schema), new_seq in zip(pending, written, strict=True)
+        )
+        return StateMigrationReport(upgraded, current, check, time.perf_counter() - started)
+
     def compact(self, dest: str | os.PathLike[str] | None = None) -> CompactReport:
         """Shrink the store's file to the pages in use (LMDB never gives freed pages back).
 
@@ -906,17 +1062,12 @@ class CheckpointStore:
         return _stored_lease(workflow_id, entry)
 
 
-def _read_format(txn: ReadTxn) -> int | None:
-    raw = txn.get(META, b"format")
-    return None if raw is None else int(codec.decode(raw))
-
-
 def _initialise_meta(txn: WriteTxn) -> int:
-    found = _read_format(txn)
+    found = migrations.read_format(txn)
     if found is not None:  # another process initialised it first
         return found
     for name, value in (
-        (b"format", STORE_FORMAT),
+        (migrations.FORMAT, STORE_FORMAT),
         (b"created_ns", time.time_ns()),
         (b"created_by", _version()),
     ):
@@ -932,12 +1083,40 @@ def _age_bounds(txn: ReadTxn) -> tuple[int, int | None, int | None]:
     return txn.count(CKPT), oldest, newest
 
 
-def _set_status(txn: WriteTxn, workflow_key: bytes, status: Status) -> WorkflowInfo:
+def _set_status(
+    txn: WriteTxn, workflow_key: bytes, status: Status, extras: Mapping[str, object] | None
+) -> WorkflowInfo:
     entry = required_entry(txn, workflow_key)
+    _merge_extras(entry, extras)
     entry.status = status
     entry.updated_ns = time.time_ns()
     txn.put(WF, workflow_key, entry.encode())
     return entry.info(workflow_key)
+
+
+def _import_checkpoint(
+    txn: WriteTxn, pending: _PendingPut, seq: int
+) -> tuple[CheckpointInfo, bool]:
+    key = checkpoint_key(pending.workflow_key, seq)
+    record = records.build(key, pending.body, pending.created_ns)
+    existing = txn.get(CKPT, key)
+    if existing == record:
+        return _checkpoint_info(pending.workflow_id, key, record), False
+    raw = txn.get(WF, pending.workflow_key)
+    entry = WorkflowEntry.decode(pending.workflow_key, raw) if raw is not None else None
+    last_seq = 0 if entry is None else entry.last_seq
+    if existing is not None or seq <= last_seq:
+        taken = "holds another checkpoint" if existing is not None else "was given out before"
+        raise SequenceConflictError(
+            pending.workflow_id,
+            seq - 1,
+            last_seq,
+            f"workflow {pending.workflow_id!r}: cannot import checkpoint {seq}: that seq {taken} "
+            f"(the workflow's last seq is {last_seq})",
+        )
+    pending.expect_seq = None
+    info = pending.apply(txn, seq=seq)
+    return info, True
 
 
 def _delete_workflow(txn: WriteTxn, workflow_key: bytes) -> int:
@@ -989,6 +1168,53 @@ def recover(source: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Rec
     DataFile(source_path).close()  # a missing or unreadable source fails before dest is made
     with CheckpointStore(dest_path) as fresh:
         return integrity.recover(source_path, fresh._backend, dest_path=dest_path)
+
+
+def migrate_store(
+    path: str | os.PathLike[str],
+    *,
+    backup_dir: str | os.PathLike[str] | None = None,
+    check: bool = False,
+) -> StoreMigrationReport:
+    """Upgrade the store at ``path`` to the format this version writes, or say what would run.
+
+    Opening a store for writing upgrades it too (``auto_migrate``); this is the explicit way,
+    with the choice of where the backup goes. Each step runs in one write transaction with its
+    own bookkeeping in ``meta``; an interrupted upgrade runs again from the last step done.
+
+    Args:
+        path: the store's directory.
+        backup_dir: a new directory for the copy taken before the first step; by default one
+            beside the store (``<store>.format<N>-backup-<UTC time>``).
+        check: only report the steps that would run; nothing is written.
+
+    Raises:
+        StoreNotFoundError: no store at ``path``.
+        UnsupportedFormatError: a newer format than this version reads, or a step missing.
+        MigrationError: a step raised; the steps before it stay done.
+        StoreError: the backup directory exists and is not empty, or a write failed.
+    """
+    location = os.fspath(path)
+    # A missing store is reported (read-only opens require one), never created.
+    missing = not os.path.isfile(os.path.join(location, "data.mdb"))
+    backend = LmdbBackend(location, EnvOptions(readonly=check or missing))
+    try:
+        found = backend.read(migrations.read_format)
+        if found is None:
+            found = STORE_FORMAT  # a store that was never written to: nothing to upgrade
+        steps = migrations.store_steps(found, backend.location)
+        if check or not steps:
+            return StoreMigrationReport(
+                backend.location, found, STORE_FORMAT, steps, None, check, 0.0
+            )
+        target = (
+            migrations.default_backup_dir(backend.location, found)
+            if backup_dir is None
+            else os.fspath(backup_dir)
+        )
+        return migrations.upgrade_store(backend, found, backup_dir=target, version=_version())
+    finally:
+        backend.close()
 
 
 # -- leases -----------------------------------------------------------------------------------
