@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
@@ -22,6 +22,7 @@ from .models import (
     Checkpoint,
     CheckpointInfo,
     Durability,
+    GcReport,
     Status,
     StoreStats,
     WorkflowInfo,
@@ -61,12 +62,13 @@ class AsyncCheckpointStore:
         max_map_size: int = DEFAULT_MAX_MAP_SIZE,
         readonly: bool = False,
         max_readers: int = DEFAULT_MAX_READERS,
+        auto_migrate: bool = True,
         retention: RetentionPolicy | None = None,
     ) -> None:
         self._open = functools.partial(
             CheckpointStore, path, durability=durability, map_size=map_size,
             max_map_size=max_map_size, readonly=readonly, max_readers=max_readers,
-            retention=retention,
+            auto_migrate=auto_migrate, retention=retention,
         )  # fmt: skip
         self._path = os.fspath(path)
         self._store: CheckpointStore | None = None
@@ -142,24 +144,31 @@ class AsyncCheckpointStore:
             expect_seq=expect_seq,
         )  # fmt: skip
 
-    async def latest(self, workflow_id: str, *, skip_damaged: bool = True) -> Checkpoint | None:
+    async def latest(
+        self, workflow_id: str, *, skip_damaged: bool = True, migrate: bool = False
+    ) -> Checkpoint | None:
         """The workflow's newest intact checkpoint, as ``CheckpointStore.latest``.
 
         Raises:
             StoreClosedError: the store is not open.
             IntegrityError: as ``CheckpointStore.latest``.
+            MigrationError: ``migrate`` and the state cannot be upgraded.
         """
-        return await self._run(self._opened().latest, workflow_id, skip_damaged=skip_damaged)
+        store = self._opened()
+        return await self._run(
+            store.latest, workflow_id, skip_damaged=skip_damaged, migrate=migrate
+        )
 
-    async def get(self, workflow_id: str, seq: int) -> Checkpoint:
+    async def get(self, workflow_id: str, seq: int, *, migrate: bool = False) -> Checkpoint:
         """Checkpoint ``seq`` of the workflow, as ``CheckpointStore.get``.
 
         Raises:
             StoreClosedError: the store is not open.
             NotFoundError: no such workflow or checkpoint.
             IntegrityError: the checkpoint is damaged.
+            MigrationError: ``migrate`` and the state cannot be upgraded.
         """
-        return await self._run(self._opened().get, workflow_id, seq)
+        return await self._run(self._opened().get, workflow_id, seq, migrate=migrate)
 
     async def history(
         self, workflow_id: str, *, reverse: bool = False, limit: int | None = None
@@ -183,15 +192,18 @@ class AsyncCheckpointStore:
         """
         return await self._run(self._opened().workflow, workflow_id)
 
-    async def set_status(self, workflow_id: str, status: Status) -> WorkflowInfo:
+    async def set_status(
+        self, workflow_id: str, status: Status, *, extras: Mapping[str, object] | None = None
+    ) -> WorkflowInfo:
         """Set a workflow's status, as ``CheckpointStore.set_status``.
 
         Raises:
             StoreClosedError: the store is not open.
             InvalidStatusError: an unknown status.
+            InvalidInputError: a bad ``extras`` field.
             WorkflowNotFoundError: no such workflow.
         """
-        return await self._run(self._opened().set_status, workflow_id, status)
+        return await self._run(self._opened().set_status, workflow_id, status, extras=extras)
 
     async def delete(self, workflow_id: str, *, seq: int | None = None) -> int:
         """Delete a workflow or one checkpoint, as ``CheckpointStore.delete``.
@@ -201,6 +213,16 @@ class AsyncCheckpointStore:
             NotFoundError: no such workflow or checkpoint.
         """
         return await self._run(self._opened().delete, workflow_id, seq=seq)
+
+    async def gc(self, policy: RetentionPolicy | None = None, *, dry_run: bool = False) -> GcReport:
+        """Delete what the retention policy does not keep, as ``CheckpointStore.gc``.
+
+        Raises:
+            StoreClosedError: the store is not open.
+            ConfigError: no policy given and the store has none.
+            ReadOnlyStoreError: the store is read-only (a dry run is allowed).
+        """
+        return await self._run(self._opened().gc, policy, dry_run=dry_run)
 
     async def stats(self) -> StoreStats:
         """Counts and sizes, as ``CheckpointStore.stats``.

@@ -43,9 +43,12 @@ def _pack(value: object) -> bytes:
     return packed
 
 
-def _sorted_if_possible(items: set[Any] | frozenset[Any]) -> list[Any]:
-    # Sorting makes equal sets encode to equal bytes; mixed types cannot sort and keep
-    # iteration order instead.
+def sorted_if_possible(items: set[Any] | frozenset[Any]) -> list[Any]:
+    """A set's items in the order the codec stores them.
+
+    Sorted, so that equal sets encode to equal bytes; as iterated when they cannot be sorted
+    (mixed types).
+    """
     try:
         return sorted(items)
     except TypeError:
@@ -83,9 +86,9 @@ def _to_extension(value: object) -> msgpack.ExtType:
     if kind is tuple:
         return msgpack.ExtType(EXT_TUPLE, _pack(list(value)))  # type: ignore[call-overload]
     if kind is set:
-        return msgpack.ExtType(EXT_SET, _pack(_sorted_if_possible(value)))  # type: ignore[arg-type]
+        return msgpack.ExtType(EXT_SET, _pack(sorted_if_possible(value)))  # type: ignore[arg-type]
     if kind is frozenset:
-        return msgpack.ExtType(EXT_FROZENSET, _pack(_sorted_if_possible(value)))  # type: ignore[arg-type]
+        return msgpack.ExtType(EXT_FROZENSET, _pack(sorted_if_possible(value)))  # type: ignore[arg-type]
     if kind is dt.datetime:
         assert isinstance(value, dt.datetime)
         fields = [

@@ -36,7 +36,7 @@ from .errors import (
     UnsupportedFormatError,
 )
 from .group import GroupCommitter, Item, Outcome
-from .kv import TABLES, ReadTxn, StorageInfo, ViewTxn, WriteTxn
+from .kv import META, TABLES, ReadTxn, StorageInfo, ViewTxn, WriteTxn
 from .lmdbfile import LOCK_FILE, DataFile, lock_holders, mirror_meta, preflight
 
 T = TypeVar("T")
@@ -126,11 +126,17 @@ class _LmdbTxn:
         self._txn = txn
         self._dbs = dbs
 
+    # A table missing from a store opened read-only (one of an older format) reads as empty.
+
     def get(self, table: str, key: bytes) -> bytes | None:
-        return self._txn.get(key, db=self._dbs[table])  # type: ignore[return-value]
+        db = self._dbs.get(table)
+        return None if db is None else self._txn.get(key, db=db)  # type: ignore[return-value]
 
     def last(self, table: str, low: bytes, high: bytes) -> tuple[bytes, bytes] | None:
-        cursor = self._txn.cursor(self._dbs[table])
+        db = self._dbs.get(table)
+        if db is None:
+            return None
+        cursor = self._txn.cursor(db)
         # Seek to the first key at or past ``high`` and step back; with no such key, the last.
         found = cursor.prev() if cursor.set_range(high) else cursor.last()
         key: bytes = cursor.key()  # type: ignore[assignment]
@@ -147,7 +153,10 @@ class _LmdbTxn:
         reverse: bool = False,
         copy_keys: bool = False,
     ) -> Iterator[tuple[bytes, bytes]]:
-        cursor = self._txn.cursor(self._dbs[table])
+        db = self._dbs.get(table)
+        if db is None:
+            return
+        cursor = self._txn.cursor(db)
         if reverse:
             if high is None:
                 found = cursor.last()
@@ -170,7 +179,8 @@ class _LmdbTxn:
             yield key, value
 
     def count(self, table: str) -> int:
-        entries: int = self._txn.stat(self._dbs[table])["entries"]
+        db = self._dbs.get(table)
+        entries: int = 0 if db is None else self._txn.stat(db)["entries"]
         return entries
 
     def put(self, table: str, key: bytes, value: bytes) -> None:
@@ -261,24 +271,43 @@ class _SharedEnv:
         raise StoreError(f"store {self.path} kept growing while it was being opened")
 
     def _open_dbs(self) -> dict[str, Any]:
+        """The handle of every table the store has; a new store's are created.
+
+        A store of an older format may lack a table this version has: reads find it empty, and
+        ``create_tables`` adds it once the store's format is known to be upgradable (a refused
+        open leaves the file as it was).
+        """
         for _ in range(_RESIZE_ATTEMPTS):
             try:
-                return {name: self._open_db(name) for name in TABLES}
+                handles = {name: self._open_db(name, create=False) for name in TABLES}
+                if not self.readonly and all(db is None for db in handles.values()):
+                    handles = {name: self._open_db(name, create=True) for name in TABLES}
+                if handles[META] is None:
+                    raise StoreError(
+                        f"{self.path} is an LMDB environment but not an lmdbstate store "
+                        f"(no {META!r} database)",
+                        path=self.path,
+                        hint="check the path: this is some other program's LMDB environment",
+                    )
+                return {name: db for name, db in handles.items() if db is not None}
             except lmdb.MapResizedError:
                 # Another process grew the map after this one mapped the file.
                 self._set_map_size(0)
         raise StoreError(f"store {self.path} kept growing while it was being opened")
 
-    def _open_db(self, name: str) -> Any:
+    def _open_db(self, name: str, *, create: bool) -> Any:
+        """A table's handle; None when it does not exist and ``create`` is False."""
         try:
-            return self.env.open_db(name.encode("ascii"), create=not self.readonly)
-        except lmdb.NotFoundError as exc:
-            raise StoreError(
-                f"{self.path} is an LMDB environment but not an lmdbstate store "
-                f"(no {name!r} database)",
-                path=self.path,
-                hint="check the path: this is some other program's LMDB environment",
-            ) from exc
+            return self.env.open_db(name.encode("ascii"), create=create)
+        except lmdb.NotFoundError:
+            return None
+
+    def create_tables(self) -> None:
+        """Create the tables this version has that the store lacks (one write transaction)."""
+        with self.write_lock:
+            for name in TABLES:
+                if name not in self.dbs:
+                    self.dbs[name] = self._open_db(name, create=True)
 
     def reopen(self) -> None:
         """Close and open the environment again: the only way out of an LMDB panic.
@@ -668,6 +697,14 @@ class LmdbBackend:
             with translated_errors(self.location):
                 self._shared.reopen()
         return translate(exc, self.location)
+
+    def create_tables(self) -> None:
+        """Create the tables this version has that the store lacks (an older format's)."""
+        shared = self._usable()
+        if self.readonly:
+            raise ReadOnlyStoreError(f"store {self.location} is open read-only", path=self.location)
+        with translated_errors(self.location):
+            shared.create_tables()
 
     def copy_to(self, dest: str) -> None:
         """A compacted, consistent hot copy of the environment into the new directory ``dest``.

@@ -24,6 +24,7 @@ LmdbStateError
 │   ├── DefinitionChangedError            the steps differ from those the workflow started with
 │   ├── NotResumableError                 no checkpoint to resume from, or no definition
 │   └── StepFailedError                   a step raised; the workflow is marked failed
+├── InterchangeError                      an export file or legacy state directory is unusable
 └── StoreError                            the store as a whole cannot do what was asked
     ├── StoreNotFoundError
     ├── StoreCorruptedError
@@ -68,9 +69,9 @@ class InvalidInputError(LmdbStateError, ValueError):
 
 
 class InvalidWorkflowIdError(InvalidInputError):
-    """A workflow id that is not a non-empty str of at most 500 UTF-8 bytes without NUL."""
+    """A workflow id that is not a non-empty str of at most 494 UTF-8 bytes without NUL."""
 
-    hint = "use a non-empty str of at most 500 UTF-8 bytes that contains no NUL character"
+    hint = "use a non-empty str of at most 494 UTF-8 bytes that contains no NUL character"
 
     def __init__(self, workflow_id: object, reason: str) -> None:
         super().__init__(f"invalid workflow id {_short_repr(workflow_id)}: {reason}")
@@ -281,6 +282,19 @@ class StepFailedError(RunError):
         )
         self.step = step
         self.error = error
+
+
+class InterchangeError(LmdbStateError):
+    """An export file or a legacy state directory that cannot be read or written as asked."""
+
+    hint = (
+        "check the path; `lmdbstate import` reads the files `lmdbstate export` writes, "
+        "`lmdbstate import-legacy` reads directories (docs/import-export.md)"
+    )
+
+    def __init__(self, message: str, *, path: Path | str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.path = Path(path)
 
 
 class StoreError(LmdbStateError):

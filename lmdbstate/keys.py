@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from .errors import InvalidSeqError, InvalidWorkflowIdError
 
-MAX_WORKFLOW_ID_BYTES = 500
-"""LMDB's 511-byte key limit, less the separator and the 8-byte seq, rounded down."""
+MAX_WORKFLOW_ID_BYTES = 494
+"""LMDB's 511-byte key limit, less what the longest key holding an id adds to it: an ``age`` key
+is the 8-byte creation time, then the ``ckpt`` key (the id, the separator, the 8-byte seq)."""
 
 SEQ_BYTES = 8
 MAX_SEQ = (1 << (8 * SEQ_BYTES)) - 1
@@ -23,7 +24,7 @@ def encode_workflow_id(workflow_id: object) -> bytes:
     """Validate a workflow id and return its UTF-8 bytes.
 
     Raises:
-        InvalidWorkflowIdError: not a str, empty, longer than 500 UTF-8 bytes, holding a NUL,
+        InvalidWorkflowIdError: not a str, empty, longer than 494 UTF-8 bytes, holding a NUL,
             or not encodable as UTF-8 (a lone surrogate).
     """
     if not isinstance(workflow_id, str):

@@ -120,6 +120,10 @@ class Backend(Protocol):
         """Give the space the store does not use back to the filesystem, in place."""
         ...
 
+    def create_tables(self) -> None:
+        """Create the tables of ``TABLES`` the storage lacks (a store of an older format's)."""
+        ...
+
     def close(self) -> None:
         """Release the storage; idempotent."""
         ...

@@ -259,6 +259,10 @@ class MemoryBackend:
         self._check_open()
         return ()
 
+    def create_tables(self) -> None:
+        """Nothing to create: every table exists from the start."""
+        self._check_open()
+
     def compact(self) -> None:
         """Nothing to give back: the tables hold only what is live."""
         self._check_open()

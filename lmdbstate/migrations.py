@@ -182,7 +182,7 @@ def store_steps(found: int, path: str) -> tuple[StoreStep, ...]:
                 hint="open it with a version of lmdbstate that still upgrades that format",
             )
         doc = (upgrade.__doc__ or "").strip().splitlines()
-        steps.append(StoreStep(version, version + 1, upgrade.__qualname__, doc[0] if doc else ""))
+        steps.append(StoreStep(version, version + 1, upgrade.__name__, doc[0] if doc else ""))
     return tuple(steps)
 
 
@@ -193,7 +193,8 @@ def upgrade_store(
 
     Each step runs in its own write transaction, which first checks that the store is still
     at the step's format (another process may have upgraded it meanwhile: the step is then
-    skipped) and records the step in ``meta`` as it moves ``format`` on.
+    skipped, and left out of the report) and records the step in ``meta`` as it moves
+    ``format`` on. No backup is taken when another process upgraded the store first.
 
     Raises:
         UnsupportedFormatError: see ``store_steps``.
@@ -202,28 +203,36 @@ def upgrade_store(
     """
     started = time.perf_counter()
     steps = store_steps(found, backend.location)
-    if backup_dir is not None and steps:
+    backup = None
+    if backup_dir is not None and steps and backend.read(read_format) == found:
         backend.copy_to(backup_dir)
+        backup = backup_dir
         log.warning(
             "upgrading store %s from format %d to %d; backup at %s",
             backend.location, found, STORE_FORMAT, backup_dir,
         )  # fmt: skip
-    for step in steps:
-        backend.write(_apply_step, step, _store_upgrades[step.from_version], version)
+    if steps:
+        backend.create_tables()  # the tables this format has that the store may lack
+    done = tuple(
+        step
+        for step in steps
+        if backend.write(_apply_step, step, _store_upgrades[step.from_version], version)
+    )
     return StoreMigrationReport(
         path=backend.location,
         from_version=found,
         to_version=STORE_FORMAT,
-        steps=steps,
-        backup_path=backup_dir if steps else None,
+        steps=done,
+        backup_path=backup,
         check=False,
         seconds=time.perf_counter() - started,
     )
 
 
-def _apply_step(txn: WriteTxn, step: StoreStep, upgrade: StoreUpgrade, version: str) -> None:
+def _apply_step(txn: WriteTxn, step: StoreStep, upgrade: StoreUpgrade, version: str) -> bool:
+    """Run one step; False when the store is no longer at its format (another process ran it)."""
     if read_format(txn) != step.from_version:
-        return  # another process ran this step first
+        return False
     try:
         upgrade(txn)
     except LmdbStateError:
@@ -242,6 +251,7 @@ def _apply_step(txn: WriteTxn, step: StoreStep, upgrade: StoreUpgrade, version: 
     )
     txn.put(META, HISTORY, codec.encode(done))
     txn.put(META, FORMAT, codec.encode(step.to_version))
+    return True
 
 
 def upgraded_copy(backend: Backend, found: int) -> MemoryBackend:
@@ -288,8 +298,19 @@ def note_writer(txn: WriteTxn, version: str) -> None:
 
 
 def default_backup_dir(path: str, found: int) -> str:
-    """Where an automatic upgrade backs the store up: beside it, named after the format."""
+    """Where an automatic upgrade backs the store up: beside it, named after the format.
+
+    ``<store>.format<N>-backup-<UTC time>-<pid>`` (then ``.2``, ``.3``, ...): two processes
+    upgrading at once, or one upgrading again right after an interrupted upgrade, never pick
+    the same name.
+    """
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    return os.path.join(
-        os.path.dirname(path), f"{os.path.basename(path)}.format{found}-backup-{stamp}"
+    base = os.path.join(
+        os.path.dirname(path),
+        f"{os.path.basename(path)}.format{found}-backup-{stamp}-{os.getpid()}",
     )
+    candidate, n = base, 1
+    while os.path.exists(candidate):  # this process upgraded (and failed) within the second
+        n += 1
+        candidate = f"{base}.{n}"
+    return candidate

@@ -229,7 +229,7 @@ class StoreStep:
     from_version: int
     to_version: int
     name: str
-    """The migration function's qualified name."""
+    """The migration function's name."""
     description: str
     """The first line of its docstring."""
 
@@ -313,6 +313,94 @@ class RecoverReport:
         return (
             not self.damaged and not self.skipped_pages and all(w.lost == 0 for w in self.workflows)
         )
+
+
+@dataclass(frozen=True, slots=True)
+class ExportReport:
+    """What ``export_jsonl()`` wrote."""
+
+    path: str
+    workflows: int
+    checkpoints: int
+    bytes: int
+    """Bytes of the file written."""
+    damaged: tuple[DamagedRecord, ...]
+    """Checkpoints that failed their checks: reported, and left out of the file."""
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        """True when no checkpoint was left out as damaged."""
+        return not self.damaged
+
+
+@dataclass(frozen=True, slots=True)
+class ImportProblem:
+    """A line of an export file, or a legacy state file, that an import reports."""
+
+    source: str
+    """Where it is: ``line 12`` of the export file, or the file's path inside the legacy
+    directory (``history/build-20260101-120000.json``)."""
+    workflow_id: str | None
+    """None when it could not be read."""
+    seq: int | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ImportReport:
+    """What ``import_jsonl()`` did."""
+
+    path: str
+    lines: int
+    """Lines of the file read, the header included."""
+    workflows: int
+    """Workflows whose checkpoints were imported or found already present."""
+    imported: int
+    """Checkpoints written."""
+    already_present: int
+    """Checkpoints the store already held byte for byte: not written again."""
+    statuses_set: int
+    """Workflows whose status and extras were set from their workflow line."""
+    mismatched: tuple[ImportProblem, ...]
+    """Checkpoints imported whose digest differs from the one the line carries."""
+    skipped: tuple[ImportProblem, ...]
+    """Lines not imported, and why."""
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        """True when every line was imported (or present) with the digest it carries."""
+        return not self.mismatched and not self.skipped
+
+
+@dataclass(frozen=True, slots=True)
+class LegacyImportReport:
+    """What ``import_legacy()`` did."""
+
+    source: str
+    files: int
+    """State files read (``*.json`` and ``*.json.gz`` at the top and under ``history/``, but
+    ``last.json`` and the ``*.meta.json`` files)."""
+    snapshots: int
+    """Distinct snapshots among them."""
+    duplicates: int
+    """Further copies of a snapshot (the copy under ``history/`` of a top-level file)."""
+    workflows: int
+    imported: int
+    """Checkpoints written."""
+    already_present: int
+    """Snapshots an earlier import had already written: not written again."""
+    statuses_set: int
+    """Workflows whose status (and extras) were set from their current snapshot."""
+    skipped: tuple[ImportProblem, ...]
+    """Files not imported, and why."""
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        """True when every state file was imported or found already present."""
+        return not self.skipped
 
 
 @dataclass(frozen=True, slots=True)

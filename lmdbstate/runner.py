@@ -258,7 +258,9 @@ class Checkpointer:
     def restore(self, *, extras: Mapping[str, object] | None = None) -> Checkpoint | None:
         """Take the workflow's lease and return its newest intact checkpoint.
 
-        Damaged newer checkpoints are skipped (the result's ``damaged_newer`` names them). The
+        Its state is upgraded to the current schema of the workflow's name through the
+        registered ``state_migration`` functions (see ``CheckpointStore.latest``). Damaged
+        newer checkpoints are skipped (the result's ``damaged_newer`` names them). The
         policy's counters and ``completed`` are read from the checkpoint's metadata. Returns
         None, holding no lease, when the workflow does not exist or holds no checkpoint: then
         ``start`` it.
@@ -268,13 +270,14 @@ class Checkpointer:
             WorkflowLockedError: another executor holds its lease.
             NotResumableError: the newest intact checkpoint was not written by a Checkpointer.
             IntegrityError: every checkpoint of the workflow is damaged.
+            MigrationError: its state cannot be upgraded to the current schema.
         """
         try:
             self._lease = self.store.acquire_lease(self.workflow_id, ttl=self._ttl, extras=extras)
         except WorkflowNotFoundError:
             return None
         try:
-            ckpt = self.store.latest(self.workflow_id)
+            ckpt = self.store.latest(self.workflow_id, migrate=True)
             completed = None if ckpt is None else _steps_done(self.workflow_id, ckpt)
         except BaseException:
             self.release()
@@ -600,6 +603,7 @@ def resume(
         WorkflowLockedError: another executor is running it.
         StepFailedError: a step raised; the workflow is marked failed again.
         IntegrityError: every checkpoint of the workflow is damaged.
+        MigrationError: its state cannot be upgraded to the current schema.
     """
     info = store.workflow(workflow_id)
     if info.status in ("completed", "cancelled"):
@@ -623,7 +627,7 @@ def resume(
             policy = Policy(name, stored.get("interval"))
     # Look before taking the lease, which marks the workflow running: a refused resume changes
     # nothing. The lease then guards the checkpoint actually resumed from, looked at again.
-    _position(workflow_id, workflow, store.latest(workflow_id), force)
+    _position(workflow_id, workflow, store.latest(workflow_id, migrate=True), force)
     checkpointer = Checkpointer(
         store, workflow_id, total_steps=len(workflow.steps), policy=policy,
         schema=workflow.schema, lease_ttl=lease_ttl,
@@ -707,6 +711,8 @@ def _position(workflow_id: str, workflow: Workflow, ckpt: Checkpoint | None, for
             workflow_id,
             f"checkpoint {ckpt.seq} holds state of schema {ckpt.schema}; "
             f"the steps now use schema {workflow.schema}",
+            hint=f"register @state_migration({workflow.name!r}, from_version=...) functions "
+            f"up to schema {workflow.schema}, or resume with force",
         )
     if ckpt.step is None:
         return 0  # the first checkpoint: the state the workflow started from

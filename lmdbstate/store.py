@@ -348,7 +348,7 @@ class CheckpointStore:
             so every process should pass the same value. Slots of killed readers are reclaimed
             on open and whenever the table is found full.
         auto_migrate: upgrade a store of an older format on a writable open (after a backup
-            copy beside it, ``<store>.format<N>-backup-<UTC time>``); False refuses such a
+            copy beside it, ``<store>.format<N>-backup-<UTC time>-<pid>``); False refuses such a
             store with ``UnsupportedFormatError`` instead (``migrate_store`` upgrades it). A
             read-only open of an older store reads an upgraded copy in memory, never writing.
         retention: a policy that puts enforce as they go: once they have added a 64th of
@@ -450,8 +450,10 @@ class CheckpointStore:
                 migrations.upgrade_store(
                     self._backend, found, backup_dir=backup, version=_version()
                 )
-        if not self.readonly and self._backend.read(migrations.last_writer) != _version():
-            self._backend.write(migrations.note_writer, _version())
+        if not self.readonly:
+            self._backend.create_tables()
+            if self._backend.read(migrations.last_writer) != _version():
+                self._backend.write(migrations.note_writer, _version())
         return STORE_FORMAT
 
     # -- properties and lifecycle -------------------------------------------------------------
@@ -1185,7 +1187,7 @@ def migrate_store(
     Args:
         path: the store's directory.
         backup_dir: a new directory for the copy taken before the first step; by default one
-            beside the store (``<store>.format<N>-backup-<UTC time>``).
+            beside the store (``<store>.format<N>-backup-<UTC time>-<pid>``).
         check: only report the steps that would run; nothing is written.
 
     Raises:

@@ -12,8 +12,10 @@ from lmdbstate import (
     AsyncCheckpointStore,
     CheckpointNotFoundError,
     CheckpointStore,
+    RetentionPolicy,
     StoreClosedError,
     WorkflowNotFoundError,
+    migrations,
 )
 
 
@@ -44,6 +46,31 @@ def test_round_trip(store_path: Path) -> None:
         await store.close()  # idempotent
         with pytest.raises(StoreClosedError):
             await store.__aenter__()
+
+    asyncio.run(main())
+
+
+def test_migrations_extras_and_gc(store_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(migrations, "_state_upgrades", {})
+    migrations.state_migration("wf", from_version=1)(lambda state: {**state, "v": 2})
+
+    async def main() -> None:
+        async with AsyncCheckpointStore(
+            store_path, retention=RetentionPolicy(keep_last=1)
+        ) as store:
+            for n in range(3):
+                await store.put("wf", {"n": n})
+            latest = await store.latest("wf", migrate=True)
+            assert latest is not None
+            assert (latest.state, latest.schema) == ({"n": 2, "v": 2}, 2)
+            assert (await store.get("wf", 1, migrate=True)).state == {"n": 0, "v": 2}
+            assert (await store.get("wf", 1)).state == {"n": 0}
+            await store.set_status("wf", "completed", extras={"note": "done"})
+            assert (await store.gc(dry_run=True)).checkpoints_removed == 2
+            assert (await store.gc()).checkpoints_removed == 2
+        with CheckpointStore(store_path, readonly=True) as sync:
+            assert sync.workflow_extras("wf") == {"note": "done"}
+            assert [info.seq for info in sync.history("wf")] == [3]
 
     asyncio.run(main())
 

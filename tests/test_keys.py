@@ -29,7 +29,7 @@ seqs = st.integers(min_value=1, max_value=(1 << 64) - 1)
     [
         ("", "empty"),
         ("a\x00b", "NUL"),
-        ("x" * (MAX_WORKFLOW_ID_BYTES + 1), "more than 500"),
+        ("x" * (MAX_WORKFLOW_ID_BYTES + 1), "more than 494"),
         ("é" * 251, "502 UTF-8 bytes"),
         ("\ud800", "UTF-8"),
         (b"bytes", "expected str"),

@@ -5,12 +5,14 @@ Exit codes: 0 ok, 1 error (one line on stderr, with a hint), 2 usage, 3 damage f
 
 import contextlib
 import enum
+import importlib
 import json
 import logging
 import os
 import sys
 import time
 import uuid
+import zoneinfo
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,9 +31,16 @@ from ..config import (
 )
 from ..demo import run_demo
 from ..errors import ConfigError, IntegrityError, LmdbStateError, StoreCorruptedError
+from ..interchange import (
+    check_export_file,
+    check_legacy_dir,
+    export_jsonl,
+    import_jsonl,
+    import_legacy,
+)
 from ..policy import Policy
 from ..retention import RetentionPolicy
-from ..store import DEFAULT_PATH, CheckpointStore
+from ..store import DEFAULT_PATH, CheckpointStore, migrate_store
 from ..store import recover as recover_store
 from . import render
 
@@ -481,6 +490,114 @@ def recover(
         raise typer.Exit(EXIT_DAMAGE)
 
 
+# -- export, import, import-legacy -----------------------------------------------------------
+
+
+@app.command()
+def export(
+    ctx: typer.Context,
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            metavar="FILE",
+            help="The file to write: JSON Lines, a checkpoint a line.",
+            show_default=False,
+        ),
+    ],
+    workflow_id: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="WORKFLOW_ID", help="Export only this workflow.", show_default=False
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace FILE if it exists.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Write the store's checkpoints, or one workflow's, to a portable JSON Lines file.
+
+    Reads each checkpoint in its own short transaction while writers go on. Damaged
+    checkpoints are left out and listed (exit 3). `lmdbstate import FILE` reads the file into
+    any store, with the same states and digests.
+    """
+    with _store(ctx) as store, render.count_progress("exporting") as advance:
+        report = export_jsonl(
+            store, out, workflow_id=workflow_id, overwrite=force, progress=advance
+        )
+    render.export_report(report, as_json=as_json)
+    if not report.ok:
+        raise typer.Exit(EXIT_DAMAGE)
+
+
+@app.command("import")
+def import_file(
+    ctx: typer.Context,
+    file: Annotated[
+        Path, typer.Argument(metavar="FILE", help="A file written by lmdbstate export.")
+    ],
+    as_json: JsonFlag = False,
+) -> None:
+    """Import the checkpoints of an export file, with their seqs, times and digests.
+
+    Creates the store if needed. Checkpoints already present are left as they are, so
+    importing a file again adds nothing. Exits 3 when a line was skipped or imported with a
+    digest that differs from the line's.
+    """
+    with _errors_handled():
+        check_export_file(file)  # a missing or foreign file fails before a store is created
+        size = file.stat().st_size
+    with _store(ctx, readonly=False) as store, render.progress("importing", size) as advance:
+        report = import_jsonl(store, file, progress=advance)
+    render.import_report(report, as_json=as_json)
+    if not report.ok:
+        raise typer.Exit(EXIT_DAMAGE)
+
+
+def _zone(name: str) -> zoneinfo.ZoneInfo:
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+        raise typer.BadParameter(f"no time zone {name!r}: give an IANA name such as UTC") from None
+
+
+@app.command("import-legacy")
+def import_legacy_dir(
+    ctx: typer.Context,
+    directory: Annotated[
+        Path,
+        typer.Argument(
+            metavar="DIR",
+            help="The legacy state directory, e.g. .tapps-agents/workflow-state (read only).",
+        ),
+    ],
+    timezone: Annotated[
+        Any,
+        typer.Option(
+            "--timezone",
+            metavar="ZONE",
+            parser=_zone,
+            help="The legacy system's time zone, for times without an offset (default: this "
+            "machine's).",
+        ),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Import the JSON state directory of the system lmdbstate replaces; never writes to it.
+
+    Each workflow's snapshots become its checkpoints in the order they were saved, the current
+    one last. Creates the store if needed; running it again adds only snapshots saved since.
+    Exits 3 when a file was skipped (torn JSON, a broken gzip file, a checksum mismatch).
+    """
+    with _errors_handled():
+        check_legacy_dir(directory)  # a missing directory fails before a store is created
+    with _store(ctx, readonly=False) as store, render.count_progress("importing") as advance:
+        report = import_legacy(store, directory, timezone=timezone, progress=advance)
+    render.legacy_import_report(report, as_json=as_json)
+    if not report.ok:
+        raise typer.Exit(EXIT_DAMAGE)
+
+
 # -- run, resume, config, demo ----------------------------------------------------------------
 
 
@@ -495,6 +612,85 @@ def _import_from_cwd() -> None:
     """Let an entrypoint name a module in the working directory, as ``python -m`` does."""
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
+
+
+def _import_modules(modules: list[str]) -> None:
+    """Import the modules that register migrations; a failure is a one-line usage error."""
+    _import_from_cwd()
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:
+            render.error(
+                f"cannot import {module!r}: {type(exc).__name__}: {exc}",
+                hint="--import takes a module name importable from the working directory",
+            )
+            raise typer.Exit(EXIT_USAGE) from None
+
+
+@app.command()
+def migrate(
+    ctx: typer.Context,
+    workflow_id: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="WORKFLOW_ID", help="With --states: only this workflow.", show_default=False
+        ),
+    ] = None,
+    check: Annotated[
+        bool, typer.Option("--check", help="Show what would change; write nothing.")
+    ] = False,
+    backup: Annotated[
+        Path | None,
+        typer.Option(
+            "--backup",
+            metavar="DIR",
+            help="A new directory for the copy taken before the store is upgraded "
+            "(default: beside the store, named STORE.formatN-backup-TIME-PID).",
+        ),
+    ] = None,
+    states: Annotated[
+        bool,
+        typer.Option(
+            "--states",
+            help="Upgrade workflows' newest states to their current schema, as new checkpoints.",
+        ),
+    ] = False,
+    modules: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--import",
+            metavar="MODULE",
+            help="Import this module first, for the migrations it registers (repeatable).",
+        ),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Upgrade the store's format, or with --states the workflows' state schemas.
+
+    The store format is upgraded after a backup copy, one step per write transaction; an
+    interrupted upgrade carries on from the last step done. --states writes each workflow's
+    newest state, upgraded through the registered state migrations, as a new checkpoint (the
+    history stays); if any state cannot be upgraded, nothing is written.
+    """
+    _import_modules(modules or [])
+    if workflow_id is not None and not states:
+        render.error("WORKFLOW_ID is only taken with --states", hint="add --states")
+        raise typer.Exit(EXIT_USAGE)
+    if states and backup is not None:
+        render.error("--backup is only taken without --states", hint="drop --backup")
+        raise typer.Exit(EXIT_USAGE)
+    if not states:
+        with _errors_handled():
+            report = migrate_store(_store_path(ctx), backup_dir=backup, check=check)
+        render.store_migration_report(report, as_json=as_json)
+        return
+    with _store(ctx):
+        pass  # a missing store fails here, before one is created by a writable open
+    with _store(ctx, readonly=check) as store:
+        render.state_migration_report(
+            store.migrate_states(workflow_id, check=check), as_json=as_json
+        )
 
 
 @app.command("run")

@@ -43,10 +43,16 @@ from ..models import (
     CheckpointInfo,
     CompactReport,
     DamagedRecord,
+    ExportReport,
     GcDeletion,
     GcReport,
+    ImportProblem,
+    ImportReport,
+    LegacyImportReport,
     RecoverReport,
     RepairReport,
+    StateMigrationReport,
+    StoreMigrationReport,
     StoreStats,
     VerifyReport,
     WorkflowInfo,
@@ -453,6 +459,48 @@ def _seq_ranges(seqs: Iterable[int]) -> str:
     return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
 
 
+def store_migration_report(report: StoreMigrationReport, *, as_json: bool) -> None:
+    """The output of ``migrate`` (store format)."""
+    if as_json:
+        _report_json(report)
+        return
+    if report.from_version == report.to_version:
+        message(f"store {report.path} has format {report.to_version}: nothing to upgrade")
+        return
+    if not report.steps:
+        message(f"store {report.path} was upgraded to format {report.to_version} meanwhile")
+        return
+    verb = "would upgrade" if report.check else "upgraded"
+    message(f"{verb} store {report.path} from format {report.from_version} to {report.to_version}")
+    for step in report.steps:
+        message(f"  {step.from_version} -> {step.to_version}: {step.name}  {step.description}")
+    if report.backup_path is not None:
+        message(f"backup: {report.backup_path}")
+
+
+def state_migration_report(report: StateMigrationReport, *, as_json: bool) -> None:
+    """The output of ``migrate --states``."""
+    if as_json:
+        _report_json(report)
+        return
+    verb = "would write" if report.check else "wrote"
+    message(
+        f"{verb} {len(report.upgraded)} upgraded states; {report.current} workflows already current"
+    )
+    rows = (
+        (
+            upgrade.workflow_id,
+            upgrade.name,
+            str(upgrade.seq),
+            f"{upgrade.from_schema} -> {upgrade.to_schema}",
+            "-" if upgrade.new_seq is None else str(upgrade.new_seq),
+        )
+        for upgrade in report.upgraded
+    )
+    columns = (Column("workflow", overflow="fold"), "name", "from seq", "schema", "new seq")
+    _table(columns, rows, empty="")
+
+
 def compact_report(report: CompactReport, *, as_json: bool) -> None:
     """The ``compact`` command's output."""
     if as_json:
@@ -503,6 +551,69 @@ def recover_report(report: RecoverReport, *, as_json: bool) -> None:
             "records found only by scanning may be copies LMDB had freed (deleted checkpoints) "
             "or commits newer than the snapshot: check them with `lmdbstate history`"
         )
+
+
+def export_report(report: ExportReport, *, as_json: bool) -> None:
+    """The ``export`` command's output."""
+    if as_json:
+        _report_json(report, ok=report.ok)
+        return
+    message(
+        f"exported {report.checkpoints} checkpoints of {report.workflows} workflows to "
+        f"{report.path} ({human_bytes(report.bytes)}) in {report.seconds:.2f} s"
+    )
+    if report.damaged:
+        message(f"{len(report.damaged)} damaged checkpoints left out:")
+        _damaged_table(report.damaged)
+
+
+def _problems_table(title: str, problems: tuple[ImportProblem, ...]) -> None:
+    if not problems:
+        return
+    message(title.format(n=len(problems)))
+    rows = (
+        (
+            p.source,
+            "-" if p.workflow_id is None else p.workflow_id,
+            "-" if p.seq is None else str(p.seq),
+            p.reason,
+        )
+        for p in problems
+    )
+    columns = (
+        Column("where", overflow="fold"), Column("workflow", overflow="fold"), "seq", "reason",
+    )  # fmt: skip
+    _table(columns, rows, empty="")
+
+
+def import_report(report: ImportReport, *, as_json: bool) -> None:
+    """The ``import`` command's output."""
+    if as_json:
+        _report_json(report, ok=report.ok)
+        return
+    message(
+        f"imported {report.imported} checkpoints of {report.workflows} workflows from "
+        f"{report.path} ({report.already_present} were already present; "
+        f"{report.statuses_set} statuses set) in {report.seconds:.2f} s"
+    )
+    _problems_table("{n} lines skipped:", report.skipped)
+    _problems_table(
+        "{n} checkpoints imported with a digest that differs from their line's:", report.mismatched
+    )
+
+
+def legacy_import_report(report: LegacyImportReport, *, as_json: bool) -> None:
+    """The ``import-legacy`` command's output."""
+    if as_json:
+        _report_json(report, ok=report.ok)
+        return
+    message(
+        f"imported {report.imported} checkpoints of {report.workflows} workflows from "
+        f"{report.source} ({report.files} state files: {report.snapshots} snapshots, "
+        f"{report.duplicates} further copies; {report.already_present} were already present; "
+        f"{report.statuses_set} statuses set) in {report.seconds:.2f} s"
+    )
+    _problems_table("{n} files skipped:", report.skipped)
 
 
 # -- run, resume, config, demo ----------------------------------------------------------------
