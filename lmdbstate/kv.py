@@ -17,6 +17,7 @@ from .errors import StoreCorruptedError
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
+V_co = TypeVar("V_co", covariant=True)
 
 META = "meta"
 CKPT = "ckpt"
@@ -129,9 +130,19 @@ class Backend(Protocol):
         ...
 
 
+class Scanner(Protocol[V_co]):
+    """A transaction's ``scan``: ``ReadTxn`` gives bytes values, ``ViewTxn`` views."""
+
+    def scan(
+        self, table: str, low: bytes = b"", high: bytes | None = None, *, reverse: bool = False
+    ) -> Iterator[tuple[bytes, V_co]]:
+        """See ``ReadTxn.scan``."""
+        ...
+
+
 def scan_chunk(
-    txn: ReadTxn, table: str, low: bytes, high: bytes | None, reverse: bool, size: int
-) -> list[tuple[bytes, bytes]]:
+    txn: Scanner[T], table: str, low: bytes, high: bytes | None, reverse: bool, size: int
+) -> list[tuple[bytes, T]]:
     """Up to ``size`` items of ``table`` from ``low`` to ``high`` (see ``ReadTxn.scan``).
 
     Raises:

@@ -67,7 +67,7 @@ from .keys import (
     validate_seq,
     workflow_bounds,
 )
-from .kv import AGE, CKPT, META, WF, Backend, ReadTxn, WriteTxn, scan_chunk
+from .kv import AGE, CKPT, META, WF, Backend, ReadTxn, ViewTxn, WriteTxn, scan_chunk
 from .lmdbfile import DataFile
 from .memory import MEMORY_PATH, MemoryBackend
 from .migrations import STORE_FORMAT
@@ -150,13 +150,32 @@ def _checkpoint(workflow_id: str, key: bytes, record: bytes) -> Checkpoint:
         raise IntegrityError(workflow_id, seq_of(key), f"body lacks {exc}") from exc
 
 
-def _checkpoint_info(workflow_id: str, key: bytes, record: bytes) -> CheckpointInfo:
+def _checkpoint_info(workflow_id: str, key: bytes, record: bytes | memoryview) -> CheckpointInfo:
     created_ns, digest, body = records.check(key, record)
     fields = _body_fields(key, body, records.decode_body_without_state)
     return CheckpointInfo(
         workflow_id, seq_of(key), fields.get("step"), fields.get("schema", 1), created_ns,
         len(record), digest,
     )  # fmt: skip
+
+
+def _info_chunk(
+    txn: ViewTxn, workflow_id: str, low: bytes, high: bytes, reverse: bool, size: int
+) -> tuple[list[CheckpointInfo | IntegrityError], bytes | None]:
+    """Up to ``size`` checkpoints' infos (or the damage found), checked and decoded in place.
+
+    The records are read as views into the map and only their headers and the body's fields
+    but the state are decoded, so a chunk of large records costs no copy. Damage is returned,
+    not raised, so that the iterator yields every intact checkpoint before it.
+    """
+    items = scan_chunk(txn, CKPT, low, high, reverse, size)
+    infos: list[CheckpointInfo | IntegrityError] = []
+    for key, record in items:
+        try:
+            infos.append(_checkpoint_info(workflow_id, key, record))
+        except IntegrityError as exc:
+            infos.append(exc)
+    return infos, items[-1][0] if items else None
 
 
 def _read_latest(
@@ -730,17 +749,21 @@ class CheckpointStore:
         remaining = limit
         while remaining is None or remaining > 0:
             size = _CHUNK if remaining is None else min(_CHUNK, remaining)
-            items = self._backend.read(scan_chunk, CKPT, low, high, reverse, size)
-            for key, record in items:
-                yield _checkpoint_info(workflow_id, key, record)
-            if len(items) < size:
+            infos, last_key = self._backend.read_views(
+                _info_chunk, workflow_id, low, high, reverse, size
+            )
+            for info in infos:
+                if isinstance(info, IntegrityError):
+                    raise info
+                yield info
+            if last_key is None or len(infos) < size:
                 return
             if remaining is not None:
-                remaining -= len(items)
+                remaining -= len(infos)
             if reverse:
-                high = items[-1][0]
+                high = last_key
             else:
-                low = items[-1][0] + b"\x00"
+                low = last_key + b"\x00"
 
     def workflows(self, *, status: Status | None = None) -> Iterator[WorkflowInfo]:
         """Every workflow in id order, or those with ``status``; read in short chunks.
