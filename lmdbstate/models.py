@@ -419,6 +419,9 @@ class Lease:
     renewed_ns: int
     ttl_ns: int
     """How long after ``renewed_ns`` the lease expires unless renewed."""
+    node: str | None = None
+    """The holder's boot id and pid namespace (Linux): processes of another boot, or of another
+    container sharing the host name, are not judged by their pid; None where unknown."""
 
     @property
     def expires_ns(self) -> int:

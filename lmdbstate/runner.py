@@ -273,6 +273,8 @@ class Checkpointer:
             MigrationError: its state cannot be upgraded to the current schema.
         """
         try:
+            if not self.store.workflow(self.workflow_id).checkpoints:
+                return None  # nothing to restore; taking the lease would mark it running
             self._lease = self.store.acquire_lease(self.workflow_id, ttl=self._ttl, extras=extras)
         except WorkflowNotFoundError:
             return None

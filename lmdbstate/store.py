@@ -9,6 +9,7 @@ time, so that they can never disagree after a crash.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import heapq
 import logging
 import os
@@ -1045,7 +1046,7 @@ class CheckpointStore:
         now_ns = time.time_ns()
         lease = Lease(
             workflow_id, uuid.uuid4().hex, os.getpid(), socket.gethostname(),
-            process_started(os.getpid()), now_ns, now_ns, int(ttl * 1e9),
+            process_started(os.getpid()), now_ns, now_ns, int(ttl * 1e9), node_identity(),
         )  # fmt: skip
         return self._backend.write(_acquire_lease, workflow_key, lease, create, extras)
 
@@ -1246,6 +1247,7 @@ def migrate_store(
 
 _LEASE = "lease"  # the field of ``WorkflowEntry.extras`` that holds the lease
 _LEASE_FIELDS = tuple(field.name for field in dataclasses.fields(Lease))[1:]  # all but the id
+_LEASE_OPTIONAL = frozenset({"node"})  # fields later versions added: absent from older leases
 _FINISHED: tuple[Status, ...] = ("completed", "cancelled")
 
 
@@ -1266,17 +1268,36 @@ def process_started(pid: int) -> int | None:
     return int(fields[19])  # field 22, starttime
 
 
-def _holder_alive(lease: Lease, host: str) -> bool:
-    """False when the lease's holder ran on this host and that process has ended."""
-    if lease.host != host:
-        return True  # another host's processes cannot be seen from here: the ttl decides
+@functools.cache
+def node_identity() -> str | None:
+    """This boot and pid namespace: ``<boot id>/pidns:<inode>``; None where it cannot be read.
+
+    Two processes with the same host name and pid are the same process only if this matches
+    too: after a reboot pids are given out again, and containers that share a host name each
+    count pids from 1 in their own namespace.
+    """
     try:
-        os.kill(lease.pid, 0)
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as file:
+            boot_id = file.read().strip()
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return None
+    return f"{boot_id}/pidns:{namespace}"
+
+
+def _holder_alive(held: Lease, claimant: Lease) -> bool:
+    """False when ``held``'s holder ran where ``claimant``'s process runs and has ended."""
+    if held.host != claimant.host or (
+        held.node is not None and claimant.node is not None and held.node != claimant.node
+    ):
+        return True  # processes of another host, boot or container cannot be seen from here
+    try:
+        os.kill(held.pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True  # alive, under another user
-    return lease.pid_started is None or process_started(lease.pid) == lease.pid_started
+    return held.pid_started is None or process_started(held.pid) == held.pid_started
 
 
 def _check_extras(extras: Mapping[str, object] | None) -> None:
@@ -1298,7 +1319,13 @@ def _stored_lease(workflow_id: str, entry: WorkflowEntry) -> Lease | None:
     if stored is None:
         return None
     try:
-        lease = Lease(workflow_id, *(stored[name] for name in _LEASE_FIELDS))
+        lease = Lease(
+            workflow_id,
+            *(
+                stored.get(name) if name in _LEASE_OPTIONAL else stored[name]
+                for name in _LEASE_FIELDS
+            ),
+        )
     except (KeyError, TypeError):
         lease = None
     if lease is None or not _well_typed(lease):
@@ -1316,6 +1343,7 @@ def _well_typed(lease: Lease) -> bool:
         and type(lease.owner) is str
         and type(lease.host) is str
         and (lease.pid_started is None or type(lease.pid_started) is int)
+        and (lease.node is None or type(lease.node) is str)
     )
 
 
@@ -1354,7 +1382,7 @@ def _acquire_lease(
         held = _stored_lease(lease.workflow_id, entry)
         if held is not None and held.owner != lease.owner:
             expired = lease.acquired_ns >= held.expires_ns
-            if not expired and _holder_alive(held, lease.host):
+            if not expired and _holder_alive(held, lease):
                 raise WorkflowLockedError(lease.workflow_id, held)
             log.warning(
                 "workflow %r: taking over the lease of pid %d on %s, which %s",

@@ -41,6 +41,7 @@ from lmdbstate.runner import (
     resume,
     run,
 )
+from lmdbstate.store import node_identity
 
 from .damage import flip_record, raw_get, raw_put
 from .workflows import SIMPLE, STEPS, advance, initial, prefix_states
@@ -435,6 +436,19 @@ def test_an_error_leaving_the_block_fails_the_workflow(memory: CheckpointStore) 
     assert memory.workflow_extras("job")["error"]["type"] == "ZeroDivisionError"
 
 
+def test_restoring_a_workflow_without_checkpoints_leaves_its_status(
+    memory: CheckpointStore,
+) -> None:
+    """Regression (review): restore took the lease first, which marked a failed workflow
+    running, then found nothing to restore and released it, status unchanged."""
+    memory.put("wf", {"n": 1})
+    memory.delete("wf", seq=1)
+    memory.set_status("wf", "failed")
+    assert Checkpointer(memory, "wf", total_steps=2).restore() is None
+    assert memory.workflow("wf").status == "failed"
+    assert memory.lease("wf") is None
+
+
 def test_checkpointer_misuse(memory: CheckpointStore) -> None:
     with pytest.raises(InvalidInputError):
         Checkpointer(memory, "job", total_steps=0)
@@ -530,6 +544,45 @@ def test_a_lease_whose_pid_names_another_process_is_taken_over(
     # The pid now names a process that started at another time: the holder has ended.
     monkeypatch.setattr("lmdbstate.store.process_started", lambda pid: -1)
     memory.acquire_lease("wf")
+
+
+def test_a_lease_of_another_boot_or_container_lasts_until_it_expires(
+    memory: CheckpointStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same host name, a pid that names no process here: another boot or pid namespace."""
+    with monkeypatch.context() as patch:
+        patch.setattr("lmdbstate.store.node_identity", lambda: "another-boot/pidns:1")
+        held = memory.acquire_lease("wf", create=True, ttl=0.3)
+    assert held.node == "another-boot/pidns:1"
+    monkeypatch.setattr("lmdbstate.store.process_started", lambda pid: -1)  # "pid reused"
+    with pytest.raises(WorkflowLockedError):
+        memory.acquire_lease("wf")
+    time.sleep(0.35)
+    assert memory.acquire_lease("wf").node == node_identity()
+
+
+def test_a_lease_written_before_leases_had_a_node_is_still_held(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with CheckpointStore(store_path) as store:
+        store.acquire_lease("wf", create=True)
+    entry = WorkflowEntry.decode(b"wf", raw_get(store_path, b"wf", b"wf") or b"")
+    del entry.extras["lease"]["node"]  # as an earlier version wrote it
+    raw_put(store_path, b"wf", b"wf", entry.encode())
+    with CheckpointStore(store_path) as store:
+        lease = store.lease("wf")
+        assert lease is not None
+        assert (lease.pid, lease.node) == (os.getpid(), None)
+        with pytest.raises(WorkflowLockedError):  # this process, alive, holds it
+            store.acquire_lease("wf")
+        monkeypatch.setattr("lmdbstate.store.process_started", lambda pid: -1)
+        assert store.acquire_lease("wf").node == node_identity()
+
+
+def test_node_identity_names_this_boot_and_pid_namespace() -> None:
+    with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as file:
+        boot_id = file.read().strip()
+    assert node_identity() == f"{boot_id}/pidns:{os.stat('/proc/self/ns/pid').st_ino}"
 
 
 def test_a_holder_of_another_user_is_alive(
