@@ -12,7 +12,8 @@ its last checkpoint.
 weighs record bytes: the bytes to free are scaled by the store's ratio of record bytes to live
 bytes. When the deletions leave the store above the cap (a page shared by small records is freed
 only once all of them go), the collection plans again from what is left, asking for twice as
-much each time, until the store is under the cap or the policy allows no more deletions.
+much each time, until the store is under the cap or the policy allows no more deletions (at
+most ``MAX_ROUNDS`` plans).
 
 ``AutoCollector`` runs collections in a background thread as puts grow the store, so that an
 executor keeps its store under the cap without a cron job.
@@ -48,6 +49,9 @@ log = logging.getLogger("lmdbstate")
 
 BATCH = 128
 """Checkpoints deleted per write transaction: a concurrent writer waits for one such commit."""
+MAX_ROUNDS = 8
+"""Plans one collection makes at most: writers that keep adding checkpoints could otherwise
+keep a collection above the cap going for as long as they write."""
 _READ_CHUNK = 1024  # items per read transaction while the indexes are read
 
 Progress = Callable[[int, int], None]
@@ -99,7 +103,7 @@ def collect(
     live_before = live = backend.storage_info().live_bytes
     tally = _Tally()
     urgency = 1  # doubled each time a plan leaves the store above the cap
-    while True:
+    for _ in range(MAX_ROUNDS):
         snapshot = _read_snapshot(backend)
         record_policy = _record_policy(policy, live, snapshot, urgency)
         gc_plan = plan(snapshot.workflows, record_policy, now_ns=now)
@@ -194,7 +198,10 @@ def _read_snapshot(backend: Backend) -> _Snapshot:
             resume_seq = None
             if entry.status == "running" and checkpoints:
                 resume_seq = backend.read_views(_resume_seq, workflow_key)
-                if resume_seq == checkpoints[-1].seq:
+                # Read in its own transaction: a put (or a deletion) since the headers were
+                # read can name a checkpoint they do not list; the newest listed one is kept.
+                listed = {c.seq for c in checkpoints}
+                if resume_seq == checkpoints[-1].seq or resume_seq not in listed:
                     resume_seq = None
             workflow_id = workflow_id_of(workflow_key)
             keys[workflow_id] = workflow_key

@@ -178,6 +178,13 @@ class _LmdbTxn:
                 return
             yield key, value
 
+    def table_pages(self) -> int:
+        """The branch, leaf and overflow pages of every table the store has (``mdb_stat``)."""
+        stats = [self._txn.stat(db) for db in self._dbs.values()]
+        return sum(
+            stat["branch_pages"] + stat["leaf_pages"] + stat["overflow_pages"] for stat in stats
+        )
+
     def count(self, table: str) -> int:
         db = self._dbs.get(table)
         entries: int = 0 if db is None else self._txn.stat(db)["entries"]
@@ -461,14 +468,10 @@ class _SharedEnv:
         info = self.env.info()
         main = self.env.stat()
         page_size: int = main["psize"]
-        with self.env.begin() as txn:
-            named = [txn.stat(db) for db in self.dbs.values()]
         # Pages holding data: every database's B-tree and overflow pages, the main database
         # that names them, and the two meta pages. Free pages awaiting reuse do not count.
-        pages = 2 + sum(
-            stat["branch_pages"] + stat["leaf_pages"] + stat["overflow_pages"]
-            for stat in [main, *named]
-        )
+        main_pages = main["branch_pages"] + main["leaf_pages"] + main["overflow_pages"]
+        pages = 2 + main_pages + self.run_read(_LmdbTxn.table_pages, ())
         return StorageInfo(
             live_bytes=pages * page_size,
             file_bytes=os.path.getsize(os.path.join(self.path, _DATA_FILE)),

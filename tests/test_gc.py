@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -767,6 +769,23 @@ def test_large_records_grow_the_file_only_by_rare_runs(store_path: Path) -> None
     run = 6 * 4096  # the pages a 20 KiB record takes on overflow pages
     assert file_bytes[50] - file_bytes[20] <= 2 * run, file_bytes
     assert file_bytes[50] < 1.75 * (1 << 20)
+
+
+def test_gc_after_another_process_grew_the_map(store_path: Path) -> None:
+    """Regression: the live size was read in a transaction that did not adopt a map grown by
+    another process, and gc, its first call, failed with MDB_MAP_RESIZED."""
+    grow = (
+        "import sys\nfrom lmdbstate import CheckpointStore\n"
+        "with CheckpointStore(sys.argv[1], map_size=1 << 20) as store:\n"
+        "    for n in range(60):\n        store.put('other', {'pad': 'x' * 100_000})\n"
+    )
+    with CheckpointStore(store_path, map_size=1 << 20) as store:
+        store.put("wf", {"n": 1})
+        store.put("wf", {"n": 2})
+        subprocess.run([sys.executable, "-c", grow, str(store_path)], check=True)
+        report = store.gc(RetentionPolicy(keep_last=1))
+        assert report.checkpoints_removed == 59 + 1  # all but the newest of "other" and "wf"
+        assert [info.seq for info in store.history("wf")] == [2]
 
 
 # -- the CLI ----------------------------------------------------------------------------------
