@@ -134,6 +134,24 @@ def delete_record(txn: WriteTxn, key: bytes, created_ns: int | None) -> None:
         txn.delete(AGE, age_key(created_ns, key))
 
 
+def entry_to_write(txn: ReadTxn, workflow_key: bytes, now_ns: int) -> WorkflowEntry:
+    """The workflow's entry, to be changed and written back; a new one for a new workflow.
+
+    Raises:
+        StoreCorruptedError: the workflow has records but no entry (starting it again at seq 1
+            would overwrite them), or its entry is damaged.
+    """
+    raw = txn.get(WF, workflow_key)
+    if raw is not None:
+        return WorkflowEntry.decode(workflow_key, raw)
+    if txn.last(CKPT, *workflow_bounds(workflow_key)) is not None:
+        raise StoreCorruptedError(
+            f"workflow {workflow_id_of(workflow_key)!r} has checkpoints but no index entry",
+            hint="`lmdbstate repair` rebuilds the index entry from the checkpoints",
+        )
+    return WorkflowEntry(now_ns)
+
+
 def remove_checkpoint(
     txn: WriteTxn, workflow_key: bytes, entry: WorkflowEntry, key: bytes, record: bytes
 ) -> None:

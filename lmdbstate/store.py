@@ -19,9 +19,9 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar, TypeVarTuple
 
-from . import codec, collector, integrity, migrations, records
+from . import codec, collector, integrity, keyed, migrations, records
 from .env import (
     DEFAULT_MAP_SIZE,
     DEFAULT_MAX_MAP_SIZE,
@@ -51,9 +51,7 @@ from .errors import (
 )
 from .index import (
     WorkflowEntry,
-    created_ns_of,
-    delete_record,
-    forget_workflow,
+    entry_to_write,
     remove_checkpoint,
     required_entry,
     workflow_id_of,
@@ -91,6 +89,9 @@ from .models import (
     WorkflowInfo,
 )
 from .retention import RetentionPolicy
+
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 
 log = logging.getLogger("lmdbstate")
 
@@ -267,17 +268,7 @@ class _PendingPut:
         transaction and commit the others. Keep every check and encoding ahead of the puts.
         """
         workflow_key = self.workflow_key
-        raw = txn.get(WF, workflow_key)
-        if raw is not None:
-            entry = WorkflowEntry.decode(workflow_key, raw)
-        elif txn.last(CKPT, *workflow_bounds(workflow_key)) is None:
-            entry = WorkflowEntry(self.created_ns)
-        else:
-            # Records without their index entry: starting again at seq 1 would overwrite them.
-            raise StoreCorruptedError(
-                f"workflow {self.workflow_id!r} has checkpoints but no index entry",
-                hint="`lmdbstate repair` rebuilds the index entry from the checkpoints",
-            )
+        entry = entry_to_write(txn, workflow_key, self.created_ns)
         if self.expect_seq is not None and entry.head_seq != self.expect_seq:
             raise SequenceConflictError(self.workflow_id, self.expect_seq, entry.head_seq)
         if seq is None:
@@ -569,6 +560,27 @@ class CheckpointStore:
     def _wrote(self, size: int) -> None:
         if self._auto_gc is not None:
             self._auto_gc.wrote(size)
+
+    # -- transactions for lmdbstate's own modules that keep their own keys (``langgraph.py``) --
+
+    def _read_txn(self, fn: Callable[[ReadTxn, *Ts], T], *args: *Ts) -> T:
+        """Run ``fn(txn, *args)`` in one read transaction and return its result."""
+        return self._backend.read(fn, *args)
+
+    def _write_txn(self, fn: Callable[[WriteTxn], tuple[T, int]], *, group: bool = True) -> T:
+        """Run ``fn(txn)`` in one write transaction, as ``put`` runs its own, and commit.
+
+        ``fn`` returns its result and the record bytes it wrote (counted for automatic gc).
+        With ``durability="group"`` and ``group`` it shares a commit with concurrent puts, so it
+        must raise lmdbstate's errors only before its first write (see ``_PendingPut.apply``);
+        ``group=False`` gives it a transaction of its own, which an error aborts whole.
+        """
+        if group and self._grouped is not None:
+            result, size = self._grouped(fn)
+        else:
+            result, size = self._backend.write(fn)
+        self._wrote(size)
+        return result
 
     def import_checkpoint(
         self,
@@ -1147,13 +1159,7 @@ def _import_checkpoint(
 
 def _delete_workflow(txn: WriteTxn, workflow_key: bytes) -> int:
     required_entry(txn, workflow_key)
-    low, high = workflow_bounds(workflow_key)
-    # Collect keys and creation times first: a cursor must not walk what is being deleted.
-    doomed = [(key, created_ns_of(record)) for key, record in txn.scan(CKPT, low, high)]
-    for key, created_ns in doomed:
-        delete_record(txn, key, created_ns)
-    forget_workflow(txn, workflow_key)
-    return len(doomed)
+    return keyed.delete_workflow(txn, workflow_key)
 
 
 def _delete_checkpoint(txn: WriteTxn, workflow_key: bytes, seq: int) -> int:

@@ -1,0 +1,415 @@
+"""LmdbSaver: LangGraph's conformance suite, real graphs, damaged records and a killed run."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_core.messages import HumanMessage
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.conformance import checkpointer_test, validate
+from langgraph.checkpoint.conformance.capabilities import ALL_CAPABILITIES
+from langgraph.checkpoint.conformance.test_utils import (
+    generate_checkpoint,
+    generate_config,
+    generate_metadata,
+)
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.serde.types import ERROR
+from langgraph.types import Command
+
+from lmdbstate import (
+    MEMORY_PATH,
+    CheckpointStore,
+    IntegrityError,
+    InvalidInputError,
+    RetentionPolicy,
+    SequenceConflictError,
+)
+from lmdbstate.langgraph import LmdbSaver
+
+from .damage import flip_record, raw_get
+from .lg_graphs import agent_graph, loop_graph
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def saver(store_path: Path) -> Iterator[LmdbSaver]:
+    with LmdbSaver.from_path(store_path) as opened:
+        yield opened
+
+
+def record_key(thread_id: str, checkpoint_id: str, checkpoint_ns: str = "", writes: bool = False):
+    workflow = f"{thread_id}\x1f{checkpoint_ns}" + ("\x1fw" if writes else "")
+    seq = uuid.UUID(checkpoint_id).int >> 64
+    return workflow.encode() + b"\x00" + seq.to_bytes(8, "big")
+
+
+def put(saver: LmdbSaver, thread_id: str, parent: str | None = None, **metadata: Any) -> str:
+    config = generate_config(thread_id, checkpoint_id=parent)
+    checkpoint = generate_checkpoint(channel_values={"n": len(metadata)}, channel_versions={"n": 1})
+    stored = saver.put(config, checkpoint, generate_metadata(**metadata), {"n": 1})
+    checkpoint_id: str = stored["configurable"]["checkpoint_id"]
+    return checkpoint_id
+
+
+# -- the package boundary ---------------------------------------------------------------------
+
+
+def test_importing_lmdbstate_never_imports_langgraph() -> None:
+    code = (
+        "import sys, lmdbstate, lmdbstate.cli\n"
+        "loaded = [m for m in sys.modules if m.split('.')[0] in ('langgraph', 'langchain_core')]\n"
+        "assert not loaded, loaded"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+# -- LangGraph's official conformance suite ---------------------------------------------------
+
+
+@pytest.mark.parametrize("durability", ["group", "sync", "memory"])
+def test_langgraph_conformance_suite_passes_every_capability(
+    tmp_path: Path, durability: str
+) -> None:
+    stores = iter(range(100))
+
+    @checkpointer_test(name=f"LmdbSaver-{durability}")
+    async def factory() -> AsyncIterator[BaseCheckpointSaver[Any]]:
+        path = MEMORY_PATH if durability == "memory" else tmp_path / f"store-{next(stores)}"
+        options = {} if durability == "memory" else {"durability": durability}
+        with CheckpointStore(path, **options) as store, LmdbSaver(store) as saver:
+            yield saver
+
+    report = asyncio.run(validate(factory))
+    assert set(report.results) == {capability.value for capability in ALL_CAPABILITIES}
+    assert [failure for r in report.results.values() for failure in r.failures] == []
+    for name, result in report.results.items():
+        assert result.detected, name
+        assert result.passed, name
+        assert result.tests_passed > 0, name
+        assert result.tests_failed == 0, name
+    assert report.conformance_level() == "FULL"
+
+
+# -- a real graph, on LmdbSaver and on InMemorySaver ------------------------------------------
+
+
+def _snapshot(state: Any) -> tuple[Any, ...]:
+    tasks = tuple(
+        (task.name, tuple(interrupt.value for interrupt in task.interrupts)) for task in state.tasks
+    )
+    source = state.metadata["source"] if state.metadata else None
+    step = state.metadata["step"] if state.metadata else None
+    return (state.values, state.next, source, step, tasks, state.parent_config is None)
+
+
+def _result(output: dict[str, Any]) -> dict[str, Any]:
+    """A graph's output with its interrupts' values (their ids are random)."""
+    interrupts = output.get("__interrupt__", ())
+    return {**output, "__interrupt__": [interrupt.value for interrupt in interrupts]}
+
+
+def _agent_story(saver: BaseCheckpointSaver[Any]) -> dict[str, Any]:
+    """Two tool-calling turns each paused by interrupt(), resumed, then time travel and a fork."""
+    graph = agent_graph(saver)
+    config: Any = {"configurable": {"thread_id": "thread-1"}}
+    story: dict[str, Any] = {}
+    story["paused"] = _result(graph.invoke({"messages": [HumanMessage("6 x 7?", id="h1")]}, config))
+    story["paused_state"] = _snapshot(graph.get_state(config))
+    story["first"] = _result(graph.invoke(Command(resume="approved"), config))
+    graph.invoke({"messages": [HumanMessage("and again?", id="h2")]}, config)
+    story["second"] = _result(graph.invoke(Command(resume="approved too"), config))
+    history = list(graph.get_state_history(config))
+    story["history"] = [_snapshot(state) for state in history]
+    story["limited"] = [_snapshot(s) for s in graph.get_state_history(config, limit=3)]
+    story["before"] = [
+        _snapshot(s) for s in graph.get_state_history(config, before=history[2].config, limit=2)
+    ]
+    # Time travel: the first pause, resumed again with another answer, on a fork of its own.
+    first_pause = next(s for s in reversed(history) if s.next == ("review",))
+    forked = graph.update_state(first_pause.config, {"approvals": ["edited"]})
+    story["fork_paused"] = _result(graph.invoke(None, forked))
+    story["fork_done"] = _result(graph.invoke(Command(resume="approved on the fork"), config))
+    story["after_fork"] = [_snapshot(s) for s in graph.get_state_history(config)]
+    story["replayed"] = _snapshot(graph.get_state(history[3].config))
+    return story
+
+
+def test_a_tool_calling_graph_runs_alike_on_lmdb_and_in_memory(saver: LmdbSaver) -> None:
+    expected = _agent_story(InMemorySaver())
+    found = _agent_story(saver)
+    assert found.keys() == expected.keys()
+    for name, value in expected.items():
+        assert found[name] == value, name
+    assert found["first"]["approvals"] == ["approved"]
+    assert found["second"]["messages"][-1].content == "the product is 35"
+    assert found["fork_done"]["approvals"] == ["edited", "approved on the fork"]
+    assert len(found["after_fork"]) > len(found["history"])
+
+
+def test_an_async_graph_runs_alike_on_lmdb_and_in_memory(store_path: Path) -> None:
+    async def story(saver: BaseCheckpointSaver[Any]) -> list[Any]:
+        graph = agent_graph(saver)
+        configs = [{"configurable": {"thread_id": f"t{n}"}} for n in range(8)]
+        inputs = [{"messages": [HumanMessage(f"{n}?", id=f"h{n}")]} for n in range(8)]
+        await asyncio.gather(*(graph.ainvoke(i, c) for i, c in zip(inputs, configs, strict=True)))
+        await asyncio.gather(*(graph.ainvoke(Command(resume="yes"), c) for c in configs))
+        return [
+            [_snapshot(s) async for s in graph.aget_state_history(config)] for config in configs
+        ]
+
+    async def on_lmdb() -> list[Any]:
+        async with LmdbSaver.from_path(store_path) as saver:
+            return await story(saver)
+
+    assert asyncio.run(on_lmdb()) == asyncio.run(story(InMemorySaver()))
+
+
+# -- what lmdbstate adds: integrity, damage, the store's tools --------------------------------
+
+
+def test_a_damaged_latest_checkpoint_falls_back_or_raises(
+    store_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config: Any = {"configurable": {"thread_id": "t"}}
+    with LmdbSaver.from_path(store_path) as saver:
+        final = loop_graph(saver, steps=3).invoke({"count": 0, "trail": []}, config)
+        ids = [t.config["configurable"]["checkpoint_id"] for t in saver.list(config)]
+    newest = ids[0]
+    record = raw_get(store_path, b"ckpt", record_key("t", newest))
+    assert record is not None
+    flip_record(store_path, record, len(record) - 2)
+
+    with LmdbSaver.from_path(store_path, on_corruption="raise") as strict:
+        with pytest.raises(IntegrityError):
+            strict.get_tuple(config)
+        with pytest.raises(IntegrityError):
+            list(strict.list(config))
+        assert not strict.store.verify().ok
+    with LmdbSaver.from_path(store_path) as saver:
+        with pytest.raises(IntegrityError):
+            saver.get_tuple({"configurable": {"thread_id": "t", "checkpoint_id": newest}})
+        with caplog.at_level(logging.WARNING, logger="lmdbstate"):
+            fallback = saver.get_tuple(config)
+            listed = [t.config["configurable"]["checkpoint_id"] for t in saver.list(config)]
+        assert fallback is not None
+        assert fallback.config["configurable"]["checkpoint_id"] == ids[1]
+        assert "damaged" in caplog.text
+        assert listed == ids[1:]
+        # The graph goes on from the intact parent: the step runs again, the result is the same.
+        assert loop_graph(saver, steps=3).invoke(None, config) == final
+
+
+def test_damaged_pending_writes(store_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with LmdbSaver.from_path(store_path) as saver:
+        checkpoint_id = put(saver, "t")
+        config = generate_config("t", checkpoint_id=checkpoint_id)
+        saver.put_writes(config, [("ch", "value")], "task-1")
+    record = raw_get(store_path, b"ckpt", record_key("t", checkpoint_id, writes=True))
+    assert record is not None
+    flip_record(store_path, record, len(record) - 2)
+    with (
+        LmdbSaver.from_path(store_path, on_corruption="raise") as strict,
+        pytest.raises(IntegrityError),
+    ):
+        strict.put_writes(config, [("ch", "new")], "task-2")
+    with LmdbSaver.from_path(store_path) as saver:
+        with pytest.raises(IntegrityError):
+            saver.get_tuple(config)
+        with caplog.at_level(logging.WARNING, logger="lmdbstate"):
+            latest = saver.get_tuple(generate_config("t"))
+            assert latest is not None
+            assert latest.pending_writes == []
+            saver.put_writes(config, [("ch", "new")], "task-2")
+        found = saver.get_tuple(config)
+        assert found is not None
+        assert found.pending_writes == [("task-2", "ch", "new")]
+
+
+def test_writes_special_indexes_are_upserted_others_inserted_once(saver: LmdbSaver) -> None:
+    config = generate_config("t", checkpoint_id=put(saver, "t"))
+    saver.put_writes(config, [("a", 1), (ERROR, "first")], "task", "path")
+    saver.put_writes(config, [("a", 2), (ERROR, "second")], "task", "path")
+    saver.put_writes(config, [("b", 3)], "another", "")
+    found = saver.get_tuple(config)
+    assert found is not None
+    # writes_sort_key order: task path, then task id, then index.
+    assert found.pending_writes == [
+        ("another", "b", 3),
+        ("task", ERROR, "second"),
+        ("task", "a", 1),
+    ]
+
+
+def test_the_store_tools_work_on_a_langgraph_store(saver: LmdbSaver) -> None:
+    config: Any = {"configurable": {"thread_id": "a"}}
+    graph = agent_graph(saver)
+    graph.invoke({"messages": [HumanMessage("2 x 7?", id="h1")]}, config)
+    graph.invoke(Command(resume="yes"), config)
+    saver.copy_thread("a", "b")
+    saver.copy_thread("a", "c")
+    store = saver.store
+    assert store.verify(deep=True).ok
+    ids = {info.workflow_id for info in store.workflows()}
+    assert ids == {f"{t}\x1f" for t in "abc"} | {f"{t}\x1f\x1fw" for t in "abc"}
+    history_a = [t.checkpoint["id"] for t in saver.list(config)]
+    assert [info.seq for info in store.history("a\x1f", reverse=True)] == [
+        uuid.UUID(i).int >> 64 for i in history_a
+    ]
+    saver.prune(["b"], strategy="keep_latest")
+    assert len(list(saver.list({"configurable": {"thread_id": "b"}}))) == 1
+    saver.prune(["c"], strategy="delete")
+    assert list(saver.list({"configurable": {"thread_id": "c"}})) == []
+    report = store.gc(RetentionPolicy(keep_last=2))
+    assert report.checkpoints_removed > 0
+    assert store.verify().ok
+    latest = saver.get_tuple(config)
+    assert latest is not None
+    assert latest.checkpoint["id"] == history_a[0]
+    saver.delete_thread("a")
+    saver.delete_thread("b")
+    assert list(store.workflows()) == []
+    assert store.verify().ok
+
+
+def test_list_reads_no_more_than_it_returns(
+    saver: LmdbSaver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids: list[str] = []
+    for step in range(100):
+        ids.append(put(saver, "t", ids[-1] if ids else None, step=step))
+    loads = 0
+    original = saver.serde.loads_typed
+
+    def counting(data: tuple[str, bytes]) -> Any:
+        nonlocal loads
+        loads += 1
+        return original(data)
+
+    monkeypatch.setattr(saver.serde, "loads_typed", counting)
+    before = generate_config("t", checkpoint_id=ids[60])
+    found = list(saver.list(generate_config("t"), before=before, limit=5))
+    assert [t.checkpoint["id"] for t in found] == ids[55:60][::-1]
+    assert loads == 5
+    assert saver.get_tuple(generate_config("t")).checkpoint["id"] == ids[-1]  # type: ignore[union-attr]
+    found = list(saver.list(generate_config("t"), filter={"step": 7}))
+    assert [t.metadata["step"] for t in found] == [7]
+    assert list(saver.list(None, limit=0)) == []
+    assert len(list(saver.list(None))) == 100
+
+
+def test_checkpoint_ids_and_names(saver: LmdbSaver) -> None:
+    checkpoint = generate_checkpoint()
+    with pytest.raises(InvalidInputError):
+        saver.put(generate_config("t\x1fx"), checkpoint, generate_metadata(), {})
+    with pytest.raises(InvalidInputError):
+        saver.put(generate_config("t"), {**checkpoint, "id": "not-a-uuid"}, {}, {})
+    with pytest.raises(InvalidInputError):
+        list(saver.list(generate_config("t"), before=generate_config("t", checkpoint_id="x")))
+    assert saver.get_tuple(generate_config("t", checkpoint_id="not-a-uuid")) is None
+    first = put(saver, "t")
+    # The same id again replaces the checkpoint.
+    saver.put(generate_config("t"), {**checkpoint, "id": first}, generate_metadata(step=5), {})
+    assert [t.metadata["step"] for t in saver.list(generate_config("t"))] == [5]
+    twin = first[:19] + ("0" if first[19] != "0" else "1") + first[20:]
+    with pytest.raises(SequenceConflictError):
+        saver.put(generate_config("t"), {**checkpoint, "id": twin}, {}, {})
+    saver.put_writes(generate_config("t", checkpoint_id=first), [("a", 1)], "task")
+    with pytest.raises(SequenceConflictError):
+        saver.put_writes(generate_config("t", checkpoint_id=twin), [("a", 1)], "task")
+    with pytest.raises(InvalidInputError):
+        saver.prune(["t"], strategy="sometimes")
+    with pytest.raises(InvalidInputError):
+        LmdbSaver(saver.store, on_corruption="ignore")  # type: ignore[arg-type]
+    assert saver.get_next_version(None, None) < saver.get_next_version("7.5", None)
+    assert saver.get_next_version(3, None).startswith(f"{4:032}.")  # type: ignore[arg-type]
+
+
+class Mood(enum.IntEnum):
+    CALM = 1
+
+
+def test_metadata_msgpack_cannot_carry_goes_through_serde(saver: LmdbSaver) -> None:
+    put(saver, "t", mood=Mood.CALM)
+    found = list(saver.list(generate_config("t"), filter={"mood": Mood.CALM}))
+    assert len(found) == 1
+    assert found[0].metadata["mood"] is Mood.CALM
+
+
+def test_async_puts_from_many_tasks_share_commits(store_path: Path) -> None:
+    async def main() -> int:
+        async with LmdbSaver.from_path(store_path) as saver:
+            ticks = 0
+
+            async def ticker() -> None:
+                nonlocal ticks
+                while True:
+                    ticks += 1
+                    await asyncio.sleep(0)
+
+            running = asyncio.create_task(ticker())
+            configs = [generate_config(f"t{n}") for n in range(16)]
+            for _ in range(5):
+                stored = await asyncio.gather(
+                    *(
+                        saver.aput(c, generate_checkpoint(), generate_metadata(), {})
+                        for c in configs
+                    )
+                )
+                configs = list(stored)
+            running.cancel()
+            tuples = [t async for t in saver.alist(None)]
+            assert len(tuples) == 80
+            return ticks
+
+    assert asyncio.run(main()) > 0
+
+
+# -- a killed run resumes ---------------------------------------------------------------------
+
+KILLED_STEPS = 30
+
+
+def _kill_after(store_path: Path, steps_seen: int) -> int:
+    code = "import sys\nfrom tests.lg_graphs import run_loop\nrun_loop(sys.argv[1], 't', %d, 0.05)"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code % KILLED_STEPS, str(store_path)],
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    assert proc.stdout is not None
+    done = 0
+    for line in proc.stdout:
+        done = int(line)
+        if done >= steps_seen:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc.stdout.close()
+    assert proc.returncode == -signal.SIGKILL
+    return done
+
+
+@pytest.mark.parametrize("steps_seen", [3, 11])
+def test_a_graph_killed_mid_run_resumes_in_a_new_process(store_path: Path, steps_seen: int) -> None:
+    done = _kill_after(store_path, steps_seen)
+    assert done < KILLED_STEPS
+    config: Any = {"configurable": {"thread_id": "t"}, "recursion_limit": KILLED_STEPS + 10}
+    with LmdbSaver.from_path(store_path) as saver:
+        graph = loop_graph(saver, steps=KILLED_STEPS)
+        assert graph.get_state(config).values["count"] >= done - 1
+        final = graph.invoke(None, config)
+        assert saver.store.verify().ok
+    # No step lost, none applied twice.
+    assert final == {"count": KILLED_STEPS, "trail": list(range(1, KILLED_STEPS + 1))}
