@@ -104,7 +104,9 @@ def collect(
     tally = _Tally()
     urgency = 1  # doubled each time a plan leaves the store above the cap
     for _ in range(MAX_ROUNDS):
-        snapshot = _read_snapshot(backend)
+        snapshot = _read_snapshot(backend, stop)
+        if snapshot is None:
+            break  # stopped while reading the indexes
         record_policy = _record_policy(policy, live, snapshot, urgency)
         gc_plan = plan(snapshot.workflows, record_policy, now_ns=now)
         if dry_run:
@@ -116,6 +118,8 @@ def collect(
         made_progress = len(tally.deletions) > deleted_before
         if stopped or not made_progress or policy.max_size is None or live <= policy.max_size:
             break
+        if gc_plan.over_cap:
+            break  # the plan deleted all the rules allow: planning again finds only new puts
         urgency *= 2
     tally.deletions.sort(key=lambda d: (d.created_ns, d.workflow_id, d.seq))
     storage = backend.storage_info()
@@ -185,7 +189,8 @@ def _deletion(planned: Deletion, size: int) -> GcDeletion:
 # -- reading the indexes ----------------------------------------------------------------------
 
 
-def _read_snapshot(backend: Backend) -> _Snapshot:
+def _read_snapshot(backend: Backend, stop: threading.Event | None = None) -> _Snapshot | None:
+    """Every workflow's entry and checkpoints; None when ``stop`` was set meanwhile."""
     workflows: list[WorkflowEntries] = []
     keys: dict[str, bytes] = {}
     record_bytes = 0
@@ -213,6 +218,8 @@ def _read_snapshot(backend: Backend) -> _Snapshot:
             )
         if len(items) < _READ_CHUNK:
             return _Snapshot(workflows, keys, record_bytes)
+        if stop is not None and stop.is_set():
+            return None
         low = items[-1][0] + b"\x00"
 
 
@@ -390,8 +397,17 @@ class AutoCollector:
 
     def _due(self) -> bool:
         cap = self._policy.max_size
-        if cap is not None and self._backend.storage_info().live_bytes > cap:
-            return True
+        if cap is not None:
+            try:
+                live = self._backend.storage_info().live_bytes
+            except LmdbStateError as exc:
+                # Called after a put committed: its caller must not see this as the put failing.
+                log.warning(
+                    "automatic gc of %s: cannot read the live size: %s", self._backend.location, exc
+                )
+                return False
+            if live > cap:
+                return True
         return self._timed and time.monotonic() - self._last_run >= AUTO_INTERVAL
 
     def _run(self) -> None:
@@ -417,7 +433,10 @@ class AutoCollector:
             thread.join()
 
     def close(self) -> None:
-        """Stop the collection under way after its current transaction, and wait for it."""
-        with self._lock:
-            self._stop.set()
+        """Stop the collection under way after its current transaction, and wait for it.
+
+        Takes no lock: a process forked while another thread held ``_lock`` can still close.
+        A collection started just as ``close`` runs sees the stop at its first check.
+        """
+        self._stop.set()
         self.wait()

@@ -9,11 +9,13 @@ is closed when the last store using it closes.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import logging
 import os
 import shutil
+import stat
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -241,6 +243,12 @@ class _SharedEnv:
         # that fails during or after such a change that began after the read did is retried.
         self.generation = 0
         self.changing = False
+        # A view read hands out memoryviews into the map, which a change that unmaps or moves
+        # the map would leave dangling (the process then dies of SIGSEGV or SIGBUS): changes
+        # wait for the view reads under way, and view reads wait for the changes.
+        self._views = threading.Condition()
+        self._viewers = 0
+        self._unmapping = 0
         self.write_lock = threading.Lock()
         self.committer = (
             GroupCommitter() if options.durability == "group" and not options.readonly else None
@@ -330,7 +338,13 @@ class _SharedEnv:
 
     @contextmanager
     def _changing(self) -> Iterator[None]:
-        """Mark the environment as changing under other threads' reads (see ``run_read``)."""
+        """Mark the environment as changing under other threads' reads (see ``run_read``).
+
+        Waits for the view reads under way to end, and keeps new ones waiting meanwhile.
+        """
+        with self._views:
+            self._unmapping += 1
+            self._views.wait_for(lambda: not self._viewers)
         self.changing = True
         self.generation += 1
         try:
@@ -338,6 +352,23 @@ class _SharedEnv:
         finally:
             self.generation += 1
             self.changing = False
+            with self._views:
+                self._unmapping -= 1
+                self._views.notify_all()
+
+    @contextmanager
+    def _viewing(self) -> Iterator[None]:
+        """Hold off changes of the map while a view read runs (see ``_changing``)."""
+        with self._views:
+            self._views.wait_for(lambda: not self._unmapping)
+            self._viewers += 1
+        try:
+            yield
+        finally:
+            with self._views:
+                self._viewers -= 1
+                if not self._viewers:
+                    self._views.notify_all()
 
     def compact(self) -> None:
         """Replace ``data.mdb`` with a compacted copy of itself; no other process may have it open.
@@ -393,6 +424,7 @@ class _SharedEnv:
             # process has the store open.
             self.env.copy(staging, compact=True)
             copied = os.path.join(staging, _DATA_FILE)
+            keep_access(os.path.join(self.path, _DATA_FILE), copied)
             mirror_meta(copied, txnid)
             os.replace(copied, os.path.join(self.path, _DATA_FILE))
             fsync_directory(self.path)
@@ -404,10 +436,12 @@ class _SharedEnv:
         while True:
             generation = self.generation
             try:
-                begun = self.env.begin(buffers=True) if views else self.env.begin()
-                with begun as txn:
-                    wrapped = _LmdbTxn(cast(lmdb.Transaction, txn), self.dbs)
-                    return fn(_LmdbViewTxn(wrapped) if views else wrapped, *args)
+                if views:
+                    with self._viewing(), self.env.begin(buffers=True) as txn:
+                        viewed = _LmdbTxn(cast(lmdb.Transaction, txn), self.dbs)
+                        return fn(_LmdbViewTxn(viewed), *args)
+                with self.env.begin() as txn:
+                    return fn(_LmdbTxn(txn, self.dbs), *args)
             except lmdb.MapResizedError:
                 self._adopt_map_size()
             except lmdb.ReadersFullError:
@@ -536,6 +570,18 @@ def _mark_forked() -> None:
 
 
 os.register_at_fork(after_in_child=_mark_forked)
+
+
+def keep_access(original: str, copy: str) -> None:
+    """Give ``copy`` the permissions (and, where allowed, the owner) of ``original``.
+
+    LMDB creates a copy with 0666 less the umask: a store kept at 0600 must not become readable
+    by others through its copy (states may hold secrets).
+    """
+    found = os.stat(original)
+    os.chmod(copy, stat.S_IMODE(found.st_mode))
+    with contextlib.suppress(PermissionError):
+        os.chown(copy, found.st_uid, found.st_gid)
 
 
 def fsync_directory(path: str) -> None:
@@ -727,6 +773,7 @@ class LmdbBackend:
         with translated_errors(self.location):
             shared.env.copy(dest, compact=True)
         try:
+            keep_access(os.path.join(self.location, _DATA_FILE), os.path.join(dest, _DATA_FILE))
             fd = os.open(os.path.join(dest, _DATA_FILE), os.O_RDONLY | os.O_CLOEXEC)
             try:
                 os.fsync(fd)

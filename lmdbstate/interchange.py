@@ -26,6 +26,7 @@ import math
 import os
 import re
 import struct
+import tempfile
 import time
 import uuid
 import zlib
@@ -36,6 +37,7 @@ from pathlib import Path, PurePath
 from typing import IO, Any
 
 from . import codec
+from .env import fsync_directory
 from .errors import (
     CodecError,
     IntegrityError,
@@ -334,9 +336,16 @@ def export_jsonl(
             path=target,
             hint="choose another file, or replace it with --force (overwrite=True)",
         )
-    partial = target.with_name(f".{target.name}.partial")
+    # A name of its own (two exports to one file never share it), readable by this user only.
     try:
-        with open(partial, "w", encoding="utf-8", newline="\n") as out:
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    except OSError as exc:
+        raise InterchangeError(
+            f"cannot write {target}: {exc.strerror or exc}", path=target
+        ) from exc
+    partial = Path(name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
             export = _Export(store, out, progress, total)
             out.write(_line(_header(workflow_id)))
             for info in infos:
@@ -344,7 +353,7 @@ def export_jsonl(
             out.flush()
             os.fsync(out.fileno())
         os.replace(partial, target)
-        _fsync_directory(target.parent)
+        fsync_directory(str(target.parent))
         size = target.stat().st_size
     except OSError as exc:
         raise InterchangeError(
@@ -374,14 +383,6 @@ def _header(workflow_id: str | None) -> dict[str, Any]:
         "exported_ns": time.time_ns(),
         "workflow_id": workflow_id,
     }
-
-
-def _fsync_directory(directory: Path) -> None:
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 class _Export:

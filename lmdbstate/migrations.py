@@ -21,13 +21,20 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from . import codec
-from .errors import ConfigError, LmdbStateError, MigrationError, UnsupportedFormatError
-from .kv import CKPT, META, TABLES, Backend, ReadTxn, WriteTxn, scan_chunk
+from .errors import (
+    ConfigError,
+    LmdbStateError,
+    MigrationError,
+    StoreCorruptedError,
+    UnsupportedFormatError,
+)
+from .kv import CKPT, META, TABLES, Backend, ReadTxn, WriteTxn
 from .memory import MemoryBackend
 from .models import StoreMigrationReport, StoreStep
 
@@ -48,7 +55,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _store_upgrades: dict[int, StoreUpgrade] = {}
 _state_upgrades: dict[str, dict[int, StateUpgrade]] = {}
-_COPY_CHUNK = 1024  # items per read transaction when an old store is copied into memory
 
 
 # -- registries -------------------------------------------------------------------------------
@@ -213,16 +219,21 @@ def upgrade_store(
         )  # fmt: skip
     if steps:
         backend.create_tables()  # the tables this format has that the store may lack
-    done = tuple(
-        step
-        for step in steps
-        if backend.write(_apply_step, step, _store_upgrades[step.from_version], version)
-    )
+    done: list[StoreStep] = []
+    try:
+        for step in steps:
+            if backend.write(_apply_step, step, _store_upgrades[step.from_version], version):
+                done.append(step)
+    except BaseException:
+        if backup is not None and not done:
+            # Nothing changed: the copy would only pile up, one per attempt, on every open.
+            shutil.rmtree(backup, ignore_errors=True)
+        raise
     return StoreMigrationReport(
         path=backend.location,
         from_version=found,
         to_version=STORE_FORMAT,
-        steps=done,
+        steps=tuple(done),
         backup_path=backup,
         check=False,
         seconds=time.perf_counter() - started,
@@ -262,15 +273,20 @@ def upgraded_copy(backend: Backend, found: int) -> MemoryBackend:
         MigrationError: a step raised.
     """
     steps = store_steps(found, backend.location)
+    # One read transaction: the copy is one snapshot, whatever other processes commit meanwhile
+    # (another may be upgrading the store this very moment).
+    tables, copied = backend.read(_every_table)
+    if copied != found:
+        raise UnsupportedFormatError(
+            f"store {backend.location} changed format while it was being read ({found} -> "
+            f"{copied})",
+            path=backend.location,
+            hint="open it again: another process upgraded it",
+        )
     copy = MemoryBackend()
-    for table in TABLES:
-        low = b""
-        while True:
-            items = backend.read(scan_chunk, table, low, None, False, _COPY_CHUNK)
-            copy.write(_put_all, table, items)
-            if len(items) < _COPY_CHUNK:
-                break
-            low = items[-1][0] + b"\x00"
+    copy.location = backend.location
+    for table, items in tables.items():
+        copy.write(_put_all, table, items)
     for step in steps:
         copy.write(_apply_step, step, _store_upgrades[step.from_version], "in memory")
     copy.readonly = True
@@ -279,6 +295,22 @@ def upgraded_copy(backend: Backend, found: int) -> MemoryBackend:
         backend.location, found, copy.read(lambda txn: txn.count(CKPT)),
     )  # fmt: skip
     return copy
+
+
+def _every_table(txn: ReadTxn) -> tuple[dict[str, list[tuple[bytes, bytes]]], int | None]:
+    tables: dict[str, list[tuple[bytes, bytes]]] = {}
+    for table in TABLES:
+        items = tables[table] = []
+        for key, value in txn.scan(table):
+            # A damaged branch page can send a cursor back to keys already read, forever.
+            if items and key <= items[-1][0]:
+                raise StoreCorruptedError(
+                    f"the keys of the {table!r} table are out of order: the store's file is "
+                    f"damaged",
+                    hint="`lmdbstate recover SRC DEST` copies every intact checkpoint",
+                )
+            items.append((key, value))
+    return tables, read_format(txn)
 
 
 def _put_all(txn: WriteTxn, table: str, items: list[tuple[bytes, bytes]]) -> None:

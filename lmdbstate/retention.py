@@ -106,7 +106,8 @@ class GcPlan:
 
     deletions: tuple[Deletion, ...]
     workflows_removed: tuple[str, ...]
-    """Workflows the plan deletes whole (their index entries go too)."""
+    """Workflows ``finished_max_age`` deletes whole (their index entries go too). Other rules
+    never delete an entry: a finished workflow whose checkpoints all go keeps its status."""
     bytes_before: int
     bytes_after: int
     over_cap: int
@@ -142,15 +143,7 @@ def plan(workflows: Iterable[WorkflowEntries], policy: RetentionPolicy, *, now_n
         ),
         key=lambda d: (d.created_ns, d.workflow_id, d.seq),
     )
-    removed = tuple(
-        candidate.workflow.workflow_id
-        for candidate in candidates
-        if candidate.whole
-        or (
-            candidate.workflow.checkpoints
-            and len(candidate.doomed) == len(candidate.workflow.checkpoints)
-        )
-    )
+    removed = tuple(candidate.workflow.workflow_id for candidate in candidates if candidate.whole)
     over = 0 if policy.max_size is None else max(0, after - policy.max_size)
     return GcPlan(tuple(deletions), removed, total, after, over)
 

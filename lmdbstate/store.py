@@ -57,6 +57,7 @@ from .index import (
     workflow_id_of,
 )
 from .keys import (
+    MAX_SEQ,
     age_key,
     checkpoint_key,
     encode_workflow_id,
@@ -273,6 +274,10 @@ class _PendingPut:
             raise SequenceConflictError(self.workflow_id, self.expect_seq, entry.head_seq)
         if seq is None:
             seq = entry.last_seq + 1
+            if seq > MAX_SEQ:  # only an import at the last seq can lead here
+                raise InvalidInputError(
+                    f"workflow {self.workflow_id!r} has given out every seq up to {MAX_SEQ}"
+                )
         key = checkpoint_key(workflow_key, seq)
         record = records.build(key, self.body, self.created_ns)
         entry.head_seq = entry.last_seq = seq
@@ -607,8 +612,10 @@ class CheckpointStore:
             SequenceConflictError: ``seq`` is taken by a different checkpoint, or is not above
                 every seq the workflow has given out.
         """
-        if type(created_ns) is not int or created_ns < 0:
-            raise InvalidInputError(f"invalid created_ns {created_ns!r}: expected an int >= 0")
+        if type(created_ns) is not int or not 0 <= created_ns < 1 << 64:
+            raise InvalidInputError(
+                f"invalid created_ns {created_ns!r}: expected an int from 0 to 2**64 - 1"
+            )
         pending = _PendingPut(workflow_id, state, step, schema, meta, None)
         pending.created_ns = created_ns
         result = self._backend.write(_import_checkpoint, pending, validate_seq(seq))

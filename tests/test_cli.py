@@ -35,6 +35,7 @@ from lmdbstate import (
     __version__,
 )
 from lmdbstate.cli import app, main, render
+from lmdbstate.interchange import export_jsonl
 from lmdbstate.runner import StepRecord
 
 from .workflows import SIMPLE, STEPS, initial, prefix_states
@@ -1376,3 +1377,10 @@ def test_a_writable_open_takes_the_configured_store_settings(
         "retention": RetentionPolicy(keep_last=3),
     }  # fmt: skip
     assert opened[0] == {"readonly": True}  # the check before it: read-only, no settings
+    # An import leaves the configured retention out: its own checkpoints must not be collected
+    # while it writes them (review finding).
+    exported = tmp_path / "all.jsonl"
+    with CheckpointStore(filled.path, readonly=True) as source:
+        export_jsonl(source, exported)
+    assert invoke(runner, "import", str(exported), store=tmp_path / "copy").exit_code == 0
+    assert opened[-1]["retention"] is None

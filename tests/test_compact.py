@@ -24,6 +24,7 @@ import random
 import re
 import select
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
@@ -821,3 +822,19 @@ def test_cli_compact_of_a_missing_store_creates_nothing(tmp_path: Path, runner: 
     assert result.exit_code == 1
     assert result.stderr.startswith("error: no store at ")
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_compaction_and_backups_keep_the_file_s_permissions(tmp_path: Path) -> None:
+    """Regression (review): LMDB makes its copy 0666 less the umask; a 0600 store became
+    readable by others once compacted."""
+    path = tmp_path / "store"
+    with CheckpointStore(path) as store:
+        store.put("wf", {"secret": "s" * 5000})
+        os.chmod(path / "data.mdb", 0o600)
+        store.compact()
+        assert stat.S_IMODE(os.stat(path / "data.mdb").st_mode) == 0o600
+        store.backup(tmp_path / "copy")
+        assert stat.S_IMODE(os.stat(tmp_path / "copy" / "data.mdb").st_mode) == 0o600
+        latest = store.latest("wf")
+        assert latest is not None
+        assert latest.state == {"secret": "s" * 5000}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -170,3 +172,41 @@ def test_a_put_never_overwrites_records_whose_index_entry_is_lost(store_path: Pa
         assert store.get("wf", 1).state == 0  # untouched
         store.repair(backup_dir=store_path.parent / "bak")
         assert store.put("wf", "new").seq == 4
+
+
+VIEW_READS_WHILE_THE_MAP_GROWS = """
+import os, sys, threading
+from lmdbstate import CheckpointStore, RetentionPolicy
+
+with CheckpointStore(sys.argv[1], durability="async", map_size=1 << 20) as store:
+    for n in range(4):
+        store.put(f"wf{n}", {"x": os.urandom(4 << 20)})
+    stop = threading.Event()
+
+    def view_reads():
+        while not stop.is_set():
+            store.gc(RetentionPolicy(keep_last=1000), dry_run=True)  # headers read as views
+            list(store.history("wf0"))
+
+    reader = threading.Thread(target=view_reads)
+    reader.start()
+    big = os.urandom(2 << 20)
+    for n in range(120):
+        store.put(f"g{n % 3}", {"x": big})  # the map doubles again and again
+    stop.set()
+    reader.join()
+print("done")
+"""
+
+
+def test_view_reads_survive_map_growth_in_another_thread(tmp_path: Path) -> None:
+    """Regression (review): view reads hand out memoryviews into the map; a resize in another
+    thread unmapped it under them and the process died of SIGSEGV. Run in a child process so a
+    crash fails the test instead of killing the run."""
+    result = subprocess.run(
+        [sys.executable, "-c", VIEW_READS_WHILE_THE_MAP_GROWS, str(tmp_path / "store")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert (result.returncode, result.stdout) == (0, "done\n"), result.stderr[-2000:]

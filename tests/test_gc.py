@@ -215,12 +215,14 @@ CASES = {
     ),
     "max_age-all-old-not-finished": Case(
         lambda p: RetentionPolicy(max_age=p.age(p.cut(14)), keep_finished=False),
-        {"run-a": [5], "run-b": [3]},
+        # A finished workflow whose checkpoints all go keeps its entry: only finished_max_age
+        # removes a workflow whole.
+        {"run-a": [5], "run-b": [3], "done": [], "failed": [], "cancelled": []},
         {"max_age": 13},
     ),
     "max_age-not-finished": Case(
         lambda p: RetentionPolicy(max_age=p.age(p.cut(9)), keep_finished=False),
-        {"run-a": [4, 5], "run-b": [3], "done": [4], "cancelled": [1]},
+        {"run-a": [4, 5], "run-b": [3], "done": [4], "failed": [], "cancelled": [1]},
         {"max_age": 10},
     ),
     "finished_max_age": Case(
@@ -244,7 +246,7 @@ CASES = {
     ),
     "keep_last-and-max_age-not-finished": Case(
         lambda p: RetentionPolicy(keep_last=2, max_age=p.age(p.cut(11)), keep_finished=False),
-        {"run-a": [5], "run-b": [3], "cancelled": [1]},
+        {"run-a": [5], "run-b": [3], "done": [], "failed": [], "cancelled": [1]},
         {"keep_last": 6, "max_age": 6},
     ),
 }
@@ -369,12 +371,14 @@ def test_max_size_gives_up_on_what_the_rules_keep(store_path: Path) -> None:
             latest = store.latest(f"wf-{n:02d}")
             assert latest is not None
             assert latest.seq == 3
-        # Without keep_finished the finished workflow's final checkpoint goes too, and with it
-        # the workflow.
+        # Without keep_finished the finished workflow's final checkpoint goes too; its entry
+        # stays (only finished_max_age removes a workflow whole).
         before = contents(store)
         report = store.gc(RetentionPolicy(max_size=cap, keep_finished=False))
-        assert check_gc(store, report, before) == {f"wf-{n:02d}": [3] for n in range(12)}
-        assert (report.checkpoints_removed, report.workflows_removed) == (1, 1)
+        expected = {f"wf-{n:02d}": [3] for n in range(12)} | {"done": []}
+        assert check_gc(store, report, before) == expected
+        assert (report.checkpoints_removed, report.workflows_removed) == (1, 0)
+        assert store.workflow("done").status == "completed"
         assert report.over_cap == store.stats().live_bytes - cap > 0
 
 
@@ -581,23 +585,34 @@ def test_a_planned_checkpoint_that_became_the_head_is_kept(any_store: Checkpoint
     assert any_store.verify().ok
 
 
-@pytest.mark.parametrize(
-    "policy",
-    [RetentionPolicy(finished_max_age=1.0), RetentionPolicy(max_age=1.0, keep_finished=False)],
-    ids=["finished_max_age", "max_age"],
-)
-def test_a_workflow_resumed_after_the_plan_is_not_removed(
-    any_store: CheckpointStore, policy: RetentionPolicy
-) -> None:
+def test_a_workflow_resumed_after_the_plan_is_not_removed(any_store: CheckpointStore) -> None:
     any_store.put("done", {"n": 1})
     any_store.put("done", {"n": 2})
     any_store.set_status("done", "completed")
+    policy = RetentionPolicy(finished_max_age=1.0)
     planned = plan_gc(any_store, policy, time.time_ns() + 3600 * SECOND)
     assert planned.plan.workflows_removed == ("done",)
     any_store.set_status("done", "running")
     tally = execute(any_store, planned)
     assert (tally.deletions, tally.workflows_removed) == ([], 0)
     assert seqs(any_store) == {"done": [1, 2]}
+    assert any_store.verify().ok
+
+
+def test_a_finished_workflow_resumed_after_the_plan_keeps_its_head(
+    any_store: CheckpointStore,
+) -> None:
+    any_store.put("done", {"n": 1})
+    any_store.put("done", {"n": 2})
+    any_store.set_status("done", "completed")
+    policy = RetentionPolicy(max_age=1.0, keep_finished=False)
+    planned = plan_gc(any_store, policy, time.time_ns() + 3600 * SECOND)
+    assert [d.seq for d in planned.plan.deletions] == [1, 2]
+    assert planned.plan.workflows_removed == ()
+    any_store.set_status("done", "running")
+    tally = execute(any_store, planned)
+    assert ([d.seq for d in tally.deletions], tally.workflows_removed) == ([1], 0)
+    assert seqs(any_store) == {"done": [2]}
     assert any_store.verify().ok
 
 

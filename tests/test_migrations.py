@@ -368,6 +368,11 @@ def test_a_raising_migration_leaves_the_store_at_format0(format0: Path) -> None:
     # The read-only path runs the same step in memory and fails the same way.
     with pytest.raises(MigrationError):
         CheckpointStore(format0, readonly=True)
+    # Nothing changed, so no backup is left behind: a service retrying the open in a loop
+    # would otherwise pile up one full copy per attempt (review finding).
+    with pytest.raises(MigrationError):
+        CheckpointStore(format0)
+    assert backups_beside(format0) == []
 
 
 def test_a_second_registration_is_refused() -> None:

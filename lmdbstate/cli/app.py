@@ -142,11 +142,15 @@ def _errors_handled() -> Iterator[None]:
 
 
 @contextmanager
-def _store(ctx: typer.Context, *, readonly: bool = True) -> Iterator[CheckpointStore]:
+def _store(
+    ctx: typer.Context, *, readonly: bool = True, retention: bool = True
+) -> Iterator[CheckpointStore]:
     """Open the store for one command, with errors handled.
 
     A writable open takes the store settings of the configuration (durability, map sizes,
     retention), as the library's ``Config.open_store`` does; a read-only open needs none of them.
+    ``retention=False`` leaves the configured retention out: an import must not have its own
+    checkpoints collected while it writes them.
     """
     with _errors_handled():
         options: dict[str, Any] = {}
@@ -156,7 +160,7 @@ def _store(ctx: typer.Context, *, readonly: bool = True) -> Iterator[CheckpointS
                 "durability": config.durability,
                 "map_size": config.map_size,
                 "max_map_size": config.max_map_size,
-                "retention": config.retention_policy(),
+                "retention": config.retention_policy() if retention else None,
             }
         with CheckpointStore(_store_path(ctx), readonly=readonly, **options) as store:
             yield store
@@ -547,7 +551,10 @@ def import_file(
     with _errors_handled():
         check_export_file(file)  # a missing or foreign file fails before a store is created
         size = file.stat().st_size
-    with _store(ctx, readonly=False) as store, render.progress("importing", size) as advance:
+    with (
+        _store(ctx, readonly=False, retention=False) as store,
+        render.progress("importing", size) as advance,
+    ):
         report = import_jsonl(store, file, progress=advance)
     render.import_report(report, as_json=as_json)
     if not report.ok:
@@ -591,7 +598,10 @@ def import_legacy_dir(
     """
     with _errors_handled():
         check_legacy_dir(directory)  # a missing directory fails before a store is created
-    with _store(ctx, readonly=False) as store, render.count_progress("importing") as advance:
+    with (
+        _store(ctx, readonly=False, retention=False) as store,
+        render.count_progress("importing") as advance,
+    ):
         report = import_legacy(store, directory, timezone=timezone, progress=advance)
     render.legacy_import_report(report, as_json=as_json)
     if not report.ok:
