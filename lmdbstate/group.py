@@ -17,6 +17,7 @@ leads, so nothing queued can be stranded.
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
@@ -30,6 +31,8 @@ MAX_QUEUED = 1024
 """Checkpoints waiting for a commit; a put blocks while this many wait."""
 MAX_GROUP = 256
 """Checkpoints committed in one transaction at most: bounds a group's commit time."""
+MAX_GATHER = 0.001
+"""Seconds a leader waits at most for its group to fill (see ``GroupCommitter._gather``)."""
 
 Item = Callable[[WriteTxn], Any]
 Outcome = tuple[Any, LmdbStateError | None]
@@ -79,7 +82,10 @@ class GroupCommitter:
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)  # notified when the queue shrinks
         self._queue: deque[_Slot[Any]] = deque()
+        self._arrived = threading.Condition(self._lock)  # notified when a put queues
         self._leading = False
+        self._last_group = 1  # puts in the last group committed
+        self._last_commit = 0.0  # seconds the last commit took
 
     def commit(
         self, item: Callable[[WriteTxn], T], write: WriteGroup, usable: Callable[[], object]
@@ -104,6 +110,7 @@ class GroupCommitter:
                 usable()
                 self._room.wait()
             self._queue.append(slot)
+            self._arrived.notify()
             lead = not self._leading
             self._leading = True
         if not lead:
@@ -127,13 +134,37 @@ class GroupCommitter:
         try:
             while not own.done:
                 with self._lock:
+                    self._gather()
                     count = min(len(self._queue), self._max_group)
                     group = [self._queue.popleft() for _ in range(count)]
                     self._room.notify_all()
+                started = time.perf_counter()
                 self._commit(group, write)
+                self._last_commit = time.perf_counter() - started
+                self._last_group = len(group)
         finally:
             with self._lock:
                 self._pass_lead()
+
+    def _gather(self) -> None:
+        """Wait, briefly, for as many puts as the last group held (called with the lock held).
+
+        The callers of a group that just committed put again at once, but each needs the GIL
+        for a few microseconds first: a leader that committed what is queued at that moment
+        would commit one put, then the rest, each with its own flush (measured with 16 writers:
+        groups alternated between 1 and 16). The leader waits for the queue to reach the last
+        group's size, for at most half the last commit's time (and ``MAX_GATHER``), so a lone
+        writer (last group of 1) never waits and a wait costs less than the flush it saves.
+        """
+        target = min(self._last_group, self._max_group)
+        if len(self._queue) >= target:
+            return
+        deadline = time.perf_counter() + min(self._last_commit / 2, MAX_GATHER)
+        while len(self._queue) < target:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                return
+            self._arrived.wait(remaining)
 
     def _pass_lead(self) -> None:
         # Called with the lock held. Every queued slot's caller is still waiting for it.
