@@ -101,6 +101,7 @@ DEFAULT_LEASE_TTL = 60.0
 """Seconds a lease lasts unless its holder renews it."""
 _CHUNK = 256  # items read per read transaction by the iterators: short transactions
 _LARGEST = 5
+_MIGRATE_BATCH = 64  # workflows whose upgraded states migrate_states writes per transaction
 
 
 def _version() -> str:
@@ -907,9 +908,13 @@ class CheckpointStore:
         Every workflow (or only ``workflow_id``) whose newest intact checkpoint holds an older
         schema than its name's registered ``state_migration`` chain reaches gets a new
         checkpoint: the upgraded state, the same step, the new schema, and in its meta
-        ``migrated_from`` (the seq and schema it came from). The history stays as it was. All
-        upgrades are computed first and written in one transaction: when one fails, nothing is
-        written.
+        ``migrated_from`` (the seq and schema it came from). The history stays as it was.
+
+        Every upgrade is computed first: when one fails, nothing is written. The states are
+        then upgraded again (the functions must not have side effects) and written, 64
+        workflows per transaction, each put expecting the head seen at first. A workflow that
+        advanced meanwhile fails its transaction with ``SequenceConflictError``; the
+        transactions before it stay written, and running again finishes the job.
 
         Args:
             workflow_id: only this workflow.
@@ -917,7 +922,7 @@ class CheckpointStore:
 
         Raises:
             MigrationError: a state cannot be upgraded (names the workflow, seq and versions).
-            SequenceConflictError: a workflow advanced while its state was being upgraded.
+            SequenceConflictError: a workflow advanced while the states were being upgraded.
             ReadOnlyStoreError: the store is read-only and ``check`` is False.
         """
         started = time.perf_counter()
@@ -925,34 +930,52 @@ class CheckpointStore:
             raise ReadOnlyStoreError(f"store {self.path} is open read-only", path=self.path)
         selected = None if workflow_id is None else self.workflow(workflow_id)
         infos = list(self.workflows()) if selected is None else [selected]
-        pending: list[tuple[WorkflowInfo, Checkpoint, str, object, int]] = []
-        current = 0
+        # First every state is upgraded and dropped: a migration that fails does so before
+        # anything is written. Then the states are upgraded again and written, a bounded number
+        # of workflows per transaction, so that no state is held longer than its batch.
+        due: list[tuple[WorkflowInfo, StateUpgrade]] = []
         for info in infos:
-            ckpt = self.latest(info.workflow_id)
-            name = self.workflow_name(info.workflow_id)
-            target = migrations.current_schema(name)
-            if ckpt is None or target is None or ckpt.schema >= target:
-                current += 1
-                continue
-            state, schema = migrations.upgrade_state(
-                name, ckpt.state, ckpt.schema, workflow_id=info.workflow_id, seq=ckpt.seq
-            )
-            pending.append((info, ckpt, name, state, schema))
-        written: list[int | None] = [None] * len(pending)
-        if pending and not check:
-            with self.batch() as batch:
-                for info, ckpt, _, state, schema in pending:
-                    meta = {**ckpt.meta, "migrated_from": {"seq": ckpt.seq, "schema": ckpt.schema}}
-                    batch.put(
-                        info.workflow_id, state, step=ckpt.step, schema=schema, meta=meta,
-                        expect_seq=info.head_seq,
-                    )  # fmt: skip
-            written = [info.seq for info in batch.checkpoints]
-        upgraded = tuple(
-            StateUpgrade(info.workflow_id, name, ckpt.seq, ckpt.schema, schema, new_seq)
-            for (info, ckpt, name, _, schema), new_seq in zip(pending, written, strict=True)
+            upgrade = self._state_upgrade(info)
+            if upgrade is not None:
+                due.append((info, upgrade))
+        upgraded = [upgrade for _, upgrade in due]
+        if not check:
+            upgraded = []
+            for start in range(0, len(due), _MIGRATE_BATCH):
+                upgraded.extend(self._write_upgrades(due[start : start + _MIGRATE_BATCH]))
+        current = len(infos) - len(due)
+        return StateMigrationReport(tuple(upgraded), current, check, time.perf_counter() - started)
+
+    def _state_upgrade(self, info: WorkflowInfo) -> StateUpgrade | None:
+        """What upgrading the workflow's newest state would do; None when it is current."""
+        ckpt = self.latest(info.workflow_id)
+        name = self.workflow_name(info.workflow_id)
+        target = migrations.current_schema(name)
+        if ckpt is None or target is None or ckpt.schema >= target:
+            return None
+        _, schema = migrations.upgrade_state(
+            name, ckpt.state, ckpt.schema, workflow_id=info.workflow_id, seq=ckpt.seq
         )
-        return StateMigrationReport(upgraded, current, check, time.perf_counter() - started)
+        return StateUpgrade(info.workflow_id, name, ckpt.seq, ckpt.schema, schema, None)
+
+    def _write_upgrades(self, due: list[tuple[WorkflowInfo, StateUpgrade]]) -> list[StateUpgrade]:
+        """Upgrade and write these workflows' newest states in one transaction."""
+        with self.batch() as batch:
+            for info, upgrade in due:
+                ckpt = self.get(info.workflow_id, upgrade.seq)
+                state, schema = migrations.upgrade_state(
+                    upgrade.name, ckpt.state, ckpt.schema, workflow_id=info.workflow_id,
+                    seq=ckpt.seq,
+                )  # fmt: skip
+                meta = {**ckpt.meta, "migrated_from": {"seq": ckpt.seq, "schema": ckpt.schema}}
+                batch.put(
+                    info.workflow_id, state, step=ckpt.step, schema=schema, meta=meta,
+                    expect_seq=info.head_seq,
+                )  # fmt: skip
+        return [
+            dataclasses.replace(upgrade, new_seq=written.seq)
+            for (_, upgrade), written in zip(due, batch.checkpoints, strict=True)
+        ]
 
     def compact(self, dest: str | os.PathLike[str] | None = None) -> CompactReport:
         """Shrink the store's file to the pages in use (LMDB never gives freed pages back).

@@ -801,9 +801,29 @@ def test_migrate_states_conflicts_with_a_workflow_advanced_meanwhile(store_path:
         with pytest.raises(SequenceConflictError):
             store.migrate_states()
         assert store.workflow("a-idle").last_seq == 1  # written with it in one transaction
+        # The function ran twice (every upgrade is checked before the first write, then made
+        # again to be written), hence two checkpoints "meanwhile".
         busy = store.latest("b-busy")
         assert busy is not None
-        assert (busy.seq, busy.state) == (2, {"v": 99})
+        assert (busy.seq, busy.state) == (3, {"v": 99})
+
+
+def test_migrate_states_writes_many_workflows_in_bounded_transactions(store_path: Path) -> None:
+    count = 150  # three transactions of at most 64 workflows
+    with CheckpointStore(store_path) as store:
+        for n in range(count):
+            state_migration(f"wf-{n:03d}", from_version=1)(lambda state: {"v2": state["v"]})
+            store.put(f"wf-{n:03d}", {"v": n})
+        before = store._backend._shared.env.info()["last_txnid"]  # type: ignore[attr-defined]
+        report = store.migrate_states()
+        after = store._backend._shared.env.info()["last_txnid"]  # type: ignore[attr-defined]
+        assert after - before == 3
+        assert [u.new_seq for u in report.upgraded] == [2] * count
+        assert (report.current, len(report.upgraded)) == (0, count)
+        for n in (0, 64, 149):
+            latest = store.latest(f"wf-{n:03d}")
+            assert latest is not None
+            assert (latest.seq, latest.state, latest.schema) == (2, {"v2": n}, 2)
 
 
 # -- the reference executor -------------------------------------------------------------------
