@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import heapq
 import logging
 import os
 import random
@@ -33,7 +34,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from itertools import islice
+from itertools import groupby, islice
 from types import TracebackType
 from typing import Any, Literal, ParamSpec, TypeVar, cast
 
@@ -138,6 +139,11 @@ def _required_seq(checkpoint_id: object) -> int:
             "whose first 16 hex digits are not all zero (LangGraph's uuid6 ids are such)"
         )
     return seq
+
+
+def _newest_first(found: CheckpointTuple) -> int:
+    """The key that orders checkpoints newest first: the seq of the id, negated."""
+    return -_required_seq(found.config["configurable"]["checkpoint_id"])
 
 
 def _config(thread_id: str, checkpoint_ns: str, checkpoint_id: str) -> RunnableConfig:
@@ -603,8 +609,8 @@ class LmdbSaver(BaseCheckpointSaver[str]):
     ) -> Iterator[CheckpointTuple]:
         """Checkpoints newest first: of a thread-namespace, a thread, or the whole store.
 
-        Each thread-namespace's checkpoints come newest first (by checkpoint id), the
-        thread-namespaces one after another in key order. Records are read in short
+        Checkpoints come newest first by checkpoint id: a thread's namespaces merged, and with
+        no thread, each thread's in turn, in key order. Records are read in short
         transactions; a checkpoint's state is decoded only when it is returned, and with
         ``filter`` only the metadata of those that do not match is.
 
@@ -639,12 +645,17 @@ class LmdbSaver(BaseCheckpointSaver[str]):
             if (checkpoint_id := get_checkpoint_id(config)) is not None:
                 yield from self._list_one(thread_id, checkpoint_ns, checkpoint_id, filter)
                 return
-            if config["configurable"].get("checkpoint_ns") is None:
-                namespaces = self._namespaces(*_thread_bounds(thread_id))
-            else:
-                namespaces = iter([(thread_id, checkpoint_ns)])
-        for thread_id, checkpoint_ns in namespaces:
-            yield from self._list_namespace(thread_id, checkpoint_ns, filter, before_seq)
+            if config["configurable"].get("checkpoint_ns") is not None:
+                yield from self._list_namespace(thread_id, checkpoint_ns, filter, before_seq)
+                return
+            namespaces = self._namespaces(*_thread_bounds(thread_id))
+        # A thread's namespaces (its subgraphs) are few: each thread's are merged newest first
+        # by checkpoint id; threads come in turn, in key order.
+        for _, of_thread in groupby(namespaces, key=lambda pair: pair[0]):
+            listed = [
+                self._list_namespace(thread, ns, filter, before_seq) for thread, ns in of_thread
+            ]
+            yield from heapq.merge(*listed, key=_newest_first)
 
     def _namespaces(self, low: bytes, high: bytes | None) -> Iterator[tuple[str, str]]:
         """Every (thread id, namespace) holding checkpoints in the ``wf`` key range."""

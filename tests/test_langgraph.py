@@ -309,6 +309,27 @@ def test_list_reads_no_more_than_it_returns(
     assert len(list(saver.list(None))) == 100
 
 
+def test_list_of_a_thread_merges_its_namespaces_newest_first(saver: LmdbSaver) -> None:
+    """As SqliteSaver does: a thread's subgraph namespaces interleave by checkpoint id."""
+    written: list[tuple[str, str]] = []
+    for step in range(9):
+        namespace = ("", "child:1", "child:2")[step % 3]
+        config = generate_config("t", checkpoint_ns=namespace)
+        checkpoint = generate_checkpoint(channel_values={"n": step}, channel_versions={"n": 1})
+        stored = saver.put(config, checkpoint, generate_metadata(step=step), {"n": 1})
+        written.append((namespace, stored["configurable"]["checkpoint_id"]))
+    put(saver, "other")  # another thread: not listed with "t", listed after it with None
+    listed = [
+        (t.config["configurable"]["checkpoint_ns"], t.checkpoint["id"])
+        for t in saver.list({"configurable": {"thread_id": "t"}})
+    ]
+    assert listed == written[::-1]
+    every = [t.config["configurable"]["thread_id"] for t in saver.list(None)]
+    assert every == ["other"] + ["t"] * 9  # threads in key order, each merged newest first
+    newest_first = [t.checkpoint["id"] for t in saver.list(None)]
+    assert newest_first[1:] == [checkpoint_id for _, checkpoint_id in written[::-1]]
+
+
 def test_checkpoint_ids_and_names(saver: LmdbSaver) -> None:
     checkpoint = generate_checkpoint()
     with pytest.raises(InvalidInputError):
