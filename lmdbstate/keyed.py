@@ -12,6 +12,8 @@ Each function raises lmdbstate's errors only before its first write, as group co
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from . import records
 from .index import (
     WorkflowEntry,
@@ -53,7 +55,7 @@ def put_at(txn: WriteTxn, workflow_key: bytes, seq: int, body: bytes, created_ns
     return len(record)
 
 
-def delete_at(txn: WriteTxn, workflow_key: bytes, seqs: list[int], now_ns: int) -> int:
+def delete_at(txn: WriteTxn, workflow_key: bytes, seqs: Iterable[int], now_ns: int) -> int:
     """Delete the workflow's checkpoints ``seqs`` that are present; returns how many were.
 
     A workflow left with no checkpoint is deleted whole, index entry and all.

@@ -335,6 +335,14 @@ def _read_page(
     ]
 
 
+def _delete_seqs(
+    txn: WriteTxn, workflow_keys: tuple[bytes, ...], seqs: tuple[int, ...]
+) -> tuple[int, int]:
+    """Delete these seqs from each workflow (a thread-namespace's checkpoints and writes)."""
+    now_ns = time.time_ns()
+    return sum(delete_at(txn, key, seqs, now_ns) for key in workflow_keys), 0
+
+
 def _workflow_keys_in(txn: ReadTxn, low: bytes, high: bytes | None) -> list[bytes]:
     return [key for key, _ in scan_chunk(txn, WF, low, high, False, _WF_CHUNK)]
 
@@ -803,37 +811,42 @@ class LmdbSaver(BaseCheckpointSaver[str]):
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
         """Delete the checkpoints (and their pending writes) whose metadata names these runs.
 
-        Reads the metadata of every checkpoint in the store, in one write transaction.
+        Reads the metadata of every checkpoint in the store, a thread-namespace per read
+        transaction, and deletes each thread-namespace's matches in a write transaction of its
+        own, so that writers are never held up for the whole scan. A checkpoint of these runs
+        written while the scan is under way may be left.
 
         Raises:
             IntegrityError: a damaged checkpoint, when ``on_corruption`` is ``"raise"``.
         """
         if not run_ids:
             return
-        self.store._write_txn(
-            functools.partial(self._delete_runs, run_ids=frozenset(run_ids)), group=False
-        )
+        wanted = frozenset(run_ids)
+        for thread_id, checkpoint_ns in self._namespaces(b"", None):
+            checkpoints, writes = _workflow_keys(thread_id, checkpoint_ns)
+            doomed = self.store._read_txn(self._run_seqs, checkpoints, wanted)
+            if doomed:
+                delete = functools.partial(
+                    _delete_seqs, workflow_keys=(checkpoints, writes), seqs=doomed
+                )
+                self.store._write_txn(delete, group=False)
 
-    def _delete_runs(self, txn: WriteTxn, run_ids: frozenset[str]) -> tuple[int, int]:
-        deleted = 0
-        now_ns = time.time_ns()
-        for workflow_key, _ in list(txn.scan(WF)):
-            if workflow_id_of(workflow_key).count(_SEP) != 1:
+    def _run_seqs(
+        self, txn: ReadTxn, workflow_key: bytes, run_ids: frozenset[str]
+    ) -> tuple[int, ...]:
+        """The seqs of the workflow's checkpoints whose metadata names one of ``run_ids``."""
+        found = []
+        for key, record in txn.scan(CKPT, *record_bounds(workflow_key)):
+            try:
+                fields = _fields(key, record, state=False)
+            except IntegrityError as exc:
+                if not self._fallback:
+                    raise
+                log.warning("delete_for_runs: skipping damaged %s", exc)
                 continue
-            doomed: list[int] = []
-            for key, record in txn.scan(CKPT, *record_bounds(workflow_key)):
-                try:
-                    fields = _fields(key, record, state=False)
-                except IntegrityError as exc:
-                    if not self._fallback:
-                        raise
-                    log.warning("delete_for_runs: skipping damaged %s", exc)
-                    continue
-                if self._metadata(fields["meta"]).get("run_id") in run_ids:
-                    doomed.append(seq_of(key))
-            for key in (workflow_key, workflow_key + _WRITES.encode()):
-                deleted += delete_at(txn, key, doomed, now_ns)
-        return deleted, 0
+            if self._metadata(fields["meta"]).get("run_id") in run_ids:
+                found.append(seq_of(key))
+        return tuple(found)
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         """Copy every checkpoint and pending write of a thread to another, in one transaction.
