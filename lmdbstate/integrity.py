@@ -419,12 +419,16 @@ class _Salvage:
         Past a complete walk, the scan finds two kinds of records the snapshot lacks: ones
         committed after it (its meta page is the damaged one) and ones deleted before it,
         whose pages LMDB freed but has not yet reused. Only the first are recovered: a seq above
-        what the snapshot's index had given out, or a workflow the snapshot does not know made
-        after the last thing it saw happen (a record, an index update or a deletion).
+        what the snapshot's index had given out, or a record made after the workflow's last
+        update the snapshot saw (every write of a record moves its entry's ``updated_ns`` to at
+        least the record's creation time, and a deletion to the time of the deletion), or, for
+        a workflow the snapshot does not know, made after the last thing it saw happen (a
+        record, an index update or a deletion). Writers that choose their seqs (the LangGraph
+        saver writes pending writes below the last seq) are covered by the creation time.
         """
         entry = self.entries.get(_owner(key))
         if entry is not None:
-            return seq_of(key) > entry.last_seq
+            return seq_of(key) > entry.last_seq or created_ns > entry.updated_ns
         return created_ns > self.newest_ns
 
 

@@ -362,7 +362,12 @@ def _delete_threads(txn: WriteTxn, thread_ids: list[str]) -> tuple[int, int]:
     return deleted, 0
 
 
-def _keep_latest(txn: WriteTxn, thread_ids: list[str], fallback: bool) -> tuple[int, int]:
+def _keep_latest(
+    txn: WriteTxn,
+    thread_ids: list[str],
+    fallback: bool,
+    metadata: Callable[[dict[str, Any]], CheckpointMetadata],
+) -> tuple[int, int]:
     deleted = 0
     now_ns = time.time_ns()
     for thread_id in thread_ids:
@@ -370,18 +375,51 @@ def _keep_latest(txn: WriteTxn, thread_ids: list[str], fallback: bool) -> tuple[
         for workflow_key in workflows:
             if workflow_key.endswith(_WRITES.encode()):
                 continue
-            newest, damaged = _newest_intact(txn, workflow_key, fallback)
-            kept = None if newest is None else seq_of(newest[0])
-            for exc in damaged:
-                log.warning("prune: deleting damaged %s", exc)
+            try:
+                newest, damaged = _newest_intact(txn, workflow_key, fallback)
+            except IntegrityError as every:
+                if not fallback:
+                    raise
+                newest, damaged = None, [every]  # every checkpoint damaged: nothing to keep
+            for problem in damaged:
+                log.warning("prune: deleting damaged %s", problem)
+            kept = set() if newest is None else _delta_chain(txn, workflow_key, newest, metadata)
             for key in (workflow_key, workflow_key + _WRITES.encode()):
                 doomed = [
                     seq_of(item)
                     for item, _ in txn.scan(CKPT, *record_bounds(key))
-                    if seq_of(item) != kept
+                    if seq_of(item) not in kept
                 ]
                 deleted += delete_at(txn, key, doomed, now_ns)
     return deleted, 0
+
+
+def _delta_chain(
+    txn: ReadTxn,
+    workflow_key: bytes,
+    newest: tuple[bytes, dict[str, Any]],
+    metadata: Callable[[dict[str, Any]], CheckpointMetadata],
+) -> set[int]:
+    """The seqs ``prune`` keeps: the newest checkpoint, and the ancestors its delta channels need.
+
+    A ``DeltaChannel`` stores a snapshot only every so many steps and rebuilds its value from
+    the ancestors' writes since then; the checkpoint's metadata counts, per channel, the
+    supersteps since that snapshot (``counters_since_delta_snapshot``). That many ancestors,
+    and the one holding the snapshot, are kept with their writes.
+    """
+    key, fields = newest
+    counters = metadata(fields["meta"]).get("counters_since_delta_snapshot") or {}
+    depth = max((int(counter[1]) for counter in counters.values()), default=-1) + 1
+    kept = {seq_of(key)}
+    meta = fields["meta"]
+    for _ in range(depth):
+        parent = _seq(meta.get("parent_checkpoint_id"))
+        record = None if parent is None else txn.get(CKPT, checkpoint_key(workflow_key, parent))
+        if parent is None or record is None:
+            break
+        kept.add(parent)
+        meta = _fields(checkpoint_key(workflow_key, parent), record, state=False)["meta"]
+    return kept
 
 
 def _copy_thread(txn: WriteTxn, source: str, target: str, fallback: bool) -> tuple[int, int]:
@@ -391,17 +429,20 @@ def _copy_thread(txn: WriteTxn, source: str, target: str, fallback: bool) -> tup
         for key in _thread_workflows(txn, source)
     ]  # every target id checked before the first write
     copied = written = 0
+    # The copies are made now: stamped with this time, as ``recover`` tells records committed
+    # after the last snapshot it could read by their creation time.
+    now_ns = time.time_ns()
     for source_key, target_key in plan:
         # Read the workflow's records first: a cursor must not walk a table being written.
         for key, record in list(txn.scan(CKPT, *record_bounds(source_key))):
             try:
-                created_ns, _, body = records.check(key, record)
+                _, _, body = records.check(key, record)
             except IntegrityError as exc:
                 if not fallback:
                     raise
                 log.warning("copy_thread: leaving out damaged %s", exc)
                 continue
-            written += put_at(txn, target_key, seq_of(key), bytes(body), created_ns)
+            written += put_at(txn, target_key, seq_of(key), bytes(body), now_ns)
             copied += 1
     return copied, written
 
@@ -889,7 +930,9 @@ class LmdbSaver(BaseCheckpointSaver[str]):
         if strategy == "delete":
             fn = functools.partial(_delete_threads, thread_ids=threads)
         else:
-            fn = functools.partial(_keep_latest, thread_ids=threads, fallback=self._fallback)
+            fn = functools.partial(
+                _keep_latest, thread_ids=threads, fallback=self._fallback, metadata=self._metadata
+            )
         self.store._write_txn(fn, group=False)
 
     def get_next_version(self, current: str | None, channel: None) -> str:

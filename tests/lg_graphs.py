@@ -9,9 +9,11 @@ from __future__ import annotations
 import operator
 import sys
 import time
+from collections.abc import Sequence
 from typing import Annotated, Any, TypedDict
 
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, ToolMessage
+from langgraph.channels import DeltaChannel
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
@@ -100,3 +102,30 @@ def run_loop(path: str, thread_id: str, steps: int, pause: float) -> None:
         for update in graph.stream({"count": 0, "trail": []}, config, stream_mode="updates"):
             print(update["work"]["count"], flush=True)
     sys.exit(0)
+
+
+def _extend(current: Any, writes: Sequence[Any]) -> list[int]:
+    return [*(current or []), *(item for write in writes for item in write)]
+
+
+def _count(state: Any) -> dict[str, Any]:
+    return {"items": [state["n"]], "n": state["n"] + 1}
+
+
+def delta_graph(
+    checkpointer: BaseCheckpointSaver[Any], steps: int, snapshot_frequency: int
+) -> CompiledStateGraph[Any, Any, Any, Any]:
+    """A loop whose ``items`` is a DeltaChannel: most checkpoints hold only a marker for it, and
+    its value is rebuilt from the ancestors' writes back to the last snapshot (one every
+    ``snapshot_frequency`` updates)."""
+
+    channel = DeltaChannel(_extend, list, snapshot_frequency=snapshot_frequency)
+    # The functional form: the class form's annotations would be resolved in the module, where
+    # snapshot_frequency does not exist.
+    fields = {"items": Annotated[list[int], channel], "n": int}
+    state = TypedDict("state", fields)  # type: ignore[misc]  # noqa: UP013 - see above
+    builder = StateGraph(state)
+    builder.add_node("count", _count)
+    builder.add_edge(START, "count")
+    builder.add_conditional_edges("count", lambda state: END if state["n"] >= steps else "count")
+    return builder.compile(checkpointer=checkpointer)
