@@ -141,9 +141,9 @@ def _required_seq(checkpoint_id: object) -> int:
     return seq
 
 
-def _newest_first(found: CheckpointTuple) -> int:
-    """The key that orders checkpoints newest first: the seq of the id, negated."""
-    return -_required_seq(found.config["configurable"]["checkpoint_id"])
+def _newest_first(listed: tuple[int, Callable[[], CheckpointTuple]]) -> int:
+    """The key that orders listed checkpoints newest first: their seq, negated."""
+    return -listed[0]
 
 
 def _config(thread_id: str, checkpoint_ns: str, checkpoint_id: str) -> RunnableConfig:
@@ -333,6 +333,10 @@ def _read_page(
         (key, record, txn.get(CKPT, checkpoint_key(writes_wf, seq_of(key))))
         for key, record in items
     ]
+
+
+def _take(found: Iterator[CheckpointTuple], count: int) -> list[CheckpointTuple]:
+    return [*islice(found, count)]
 
 
 def _delete_seqs(
@@ -691,20 +695,26 @@ class LmdbSaver(BaseCheckpointSaver[str]):
             namespaces = self._namespaces(b"", None)
         else:
             thread_id, checkpoint_ns = _thread_ns(config)
+            any_ns = config["configurable"].get("checkpoint_ns") is None
             if (checkpoint_id := get_checkpoint_id(config)) is not None:
-                yield from self._list_one(thread_id, checkpoint_ns, checkpoint_id, filter)
+                yield from self._list_one(
+                    thread_id, None if any_ns else checkpoint_ns, checkpoint_id, filter, before_seq
+                )
                 return
-            if config["configurable"].get("checkpoint_ns") is not None:
-                yield from self._list_namespace(thread_id, checkpoint_ns, filter, before_seq)
+            if not any_ns:
+                for _, build in self._list_namespace(thread_id, checkpoint_ns, filter, before_seq):
+                    yield build()
                 return
             namespaces = self._namespaces(*_thread_bounds(thread_id))
         # A thread's namespaces (its subgraphs) are few: each thread's are merged newest first
-        # by checkpoint id; threads come in turn, in key order.
+        # by checkpoint id, on the ids alone; only the checkpoint taken is decoded. Threads come
+        # in turn, in key order.
         for _, of_thread in groupby(namespaces, key=lambda pair: pair[0]):
             listed = [
                 self._list_namespace(thread, ns, filter, before_seq) for thread, ns in of_thread
             ]
-            yield from heapq.merge(*listed, key=_newest_first)
+            for _, build in heapq.merge(*listed, key=_newest_first):
+                yield build()
 
     def _namespaces(self, low: bytes, high: bytes | None) -> Iterator[tuple[str, str]]:
         """Every (thread id, namespace) holding checkpoints in the ``wf`` key range."""
@@ -725,21 +735,50 @@ class LmdbSaver(BaseCheckpointSaver[str]):
         return metadata if all(metadata.get(k) == v for k, v in filter.items()) else None
 
     def _list_one(
-        self, thread_id: str, checkpoint_ns: str, checkpoint_id: str, filter: dict[str, Any]
+        self,
+        thread_id: str,
+        checkpoint_ns: str | None,
+        checkpoint_id: str,
+        filter: dict[str, Any],
+        before_seq: int | None,
     ) -> Iterator[CheckpointTuple]:
-        found = self.get_tuple(_config(thread_id, checkpoint_ns, checkpoint_id))
-        if found is not None and all(found.metadata.get(k) == v for k, v in filter.items()):
-            yield found
+        """The checkpoint the config names, if it passes ``before`` and ``filter``.
+
+        Looked for in every namespace of the thread when the config names none.
+        """
+        seq = _seq(checkpoint_id)
+        if seq is None or (before_seq is not None and seq >= before_seq):
+            return
+        if checkpoint_ns is None:
+            namespaces = [ns for _, ns in self._namespaces(*_thread_bounds(thread_id))]
+        else:
+            namespaces = [checkpoint_ns]
+        for namespace in namespaces:
+            try:
+                found = self.get_tuple(_config(thread_id, namespace, checkpoint_id))
+            except IntegrityError as exc:
+                if not self._fallback:
+                    raise
+                log.warning("%s; left out of the list", exc)
+                continue
+            if found is not None and all(found.metadata.get(k) == v for k, v in filter.items()):
+                yield found
 
     def _list_namespace(
         self, thread_id: str, checkpoint_ns: str, filter: dict[str, Any], before_seq: int | None
-    ) -> Iterator[CheckpointTuple]:
+    ) -> Iterator[tuple[int, Callable[[], CheckpointTuple]]]:
+        """The namespace's checkpoints newest first, as (seq, a function that decodes it).
+
+        Pages grow from 1 record to ``_CHUNK``, so that a short listing reads little more than
+        it returns; a checkpoint's state is decoded only when the caller asks for it.
+        """
         checkpoint_wf, writes_wf = _workflow_keys(thread_id, checkpoint_ns)
         low, high = record_bounds(checkpoint_wf)
         if before_seq is not None:
             high = checkpoint_key(checkpoint_wf, before_seq)
+        size = 1
         while True:
-            page = self.store._read_txn(_read_page, writes_wf, low, high, _CHUNK)
+            page = self.store._read_txn(_read_page, writes_wf, low, high, size)
             for key, record, writes in page:
                 try:
                     fields = _fields(key, record, state=not filter)
@@ -753,14 +792,35 @@ class LmdbSaver(BaseCheckpointSaver[str]):
                     metadata = self._matching(fields, filter)
                     if metadata is None:
                         continue
-                    fields = _fields(key, record)
-                yield self._tuple(
-                    thread_id, checkpoint_ns, (key, fields, writes),
-                    fallback=self._fallback, metadata=metadata,
+                build = functools.partial(
+                    self._listed, thread_id, checkpoint_ns, key, record, writes, fields, metadata,
+                    decoded=not filter,
                 )  # fmt: skip
-            if len(page) < _CHUNK:
+                yield seq_of(key), build
+            if len(page) < size:
                 return
             high = page[-1][0]
+            size = min(size * 2, _CHUNK)
+
+    def _listed(
+        self,
+        thread_id: str,
+        checkpoint_ns: str,
+        key: bytes,
+        record: bytes,
+        writes: bytes | None,
+        fields: dict[str, Any],
+        metadata: CheckpointMetadata | None,
+        *,
+        decoded: bool,
+    ) -> CheckpointTuple:
+        """A listed checkpoint as a tuple; its state decoded now unless it was already."""
+        if not decoded:
+            fields = _fields(key, record)
+        return self._tuple(
+            thread_id, checkpoint_ns, (key, fields, writes),
+            fallback=self._fallback, metadata=metadata,
+        )  # fmt: skip
 
     def put(
         self,
@@ -971,13 +1031,14 @@ class LmdbSaver(BaseCheckpointSaver[str]):
             InvalidInputError: as ``list``.
         """
         found = self.list(config, filter=filter, before=before, limit=limit)
-        size = _CHUNK if limit is None else min(_CHUNK, limit)
+        size = 1  # grows to _CHUNK: a caller that stops early has not paid for a whole page
         while True:
-            page = await self._run(lambda: [*islice(found, size)])
+            page = await self._run(_take, found, size)
             for item in page:
                 yield item
             if len(page) < size:
                 return
+            size = min(size * 2, _CHUNK)
 
     async def aput(
         self,

@@ -332,6 +332,47 @@ def test_list_of_a_thread_merges_its_namespaces_newest_first(saver: LmdbSaver) -
     assert newest_first[1:] == [checkpoint_id for _, checkpoint_id in written[::-1]]
 
 
+def test_list_decodes_only_what_it_returns_and_honours_before_with_an_id(
+    saver: LmdbSaver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression (review): merging namespaces decoded the first checkpoint of each, alist
+    decoded a page of 32 for a caller that took one, and an id in the config ignored before
+    and looked only in namespace ""."""
+    ids = {}
+    for namespace in ("", "a:1", "b:1", "c:1"):
+        config = generate_config("t", checkpoint_ns=namespace)
+        checkpoint = generate_checkpoint(channel_values={"n": 1}, channel_versions={"n": 1})
+        ids[namespace] = saver.put(config, checkpoint, generate_metadata(), {"n": 1})[
+            "configurable"
+        ]["checkpoint_id"]
+    loads = 0
+    original = saver.serde.loads_typed
+
+    def counting(data: tuple[str, bytes]) -> Any:
+        nonlocal loads
+        loads += 1
+        return original(data)
+
+    monkeypatch.setattr(saver.serde, "loads_typed", counting)
+    thread: Any = {"configurable": {"thread_id": "t"}}
+    (newest,) = saver.list(thread, limit=1)
+    assert newest.checkpoint["id"] == ids["c:1"]
+    assert loads == 1
+
+    async def first_of_alist() -> str:
+        async for found in saver.alist(thread):
+            return str(found.checkpoint["id"])
+        raise AssertionError("nothing listed")
+
+    loads = 0
+    assert asyncio.run(first_of_alist()) == ids["c:1"]
+    assert loads == 1
+    by_id: Any = {"configurable": {"thread_id": "t", "checkpoint_id": ids["b:1"]}}
+    assert [t.config["configurable"]["checkpoint_ns"] for t in saver.list(by_id)] == ["b:1"]
+    before = generate_config("t", checkpoint_id=ids["a:1"])
+    assert list(saver.list(by_id, before=before)) == []
+
+
 def test_prune_keeps_the_ancestors_a_delta_channel_needs(saver: LmdbSaver) -> None:
     """Regression (review): keep_latest kept only the newest checkpoint, whose DeltaChannel
     value then rebuilt as empty, silently (LangGraph's prune contract warns of it)."""
