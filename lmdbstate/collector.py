@@ -31,7 +31,15 @@ from itertools import islice, pairwise
 
 from . import records
 from .errors import IntegrityError, LmdbStateError, StoreCorruptedError
-from .index import WorkflowEntry, created_ns_of, forget_workflow, remove_checkpoint, workflow_id_of
+from .index import (
+    RETENTION_FOLLOWS,
+    RETENTION_KEEP,
+    WorkflowEntry,
+    created_ns_of,
+    forget_workflow,
+    remove_checkpoint,
+    workflow_id_of,
+)
 from .keys import checkpoint_key, seq_of, workflow_bounds
 from .kv import CKPT, WF, Backend, ViewTxn, WriteTxn, scan_chunk
 from .models import GcDeletion, GcReport
@@ -193,6 +201,7 @@ def _read_snapshot(backend: Backend, stop: threading.Event | None = None) -> _Sn
     """Every workflow's entry and checkpoints; None when ``stop`` was set meanwhile."""
     workflows: list[WorkflowEntries] = []
     keys: dict[str, bytes] = {}
+    follows: dict[str, str] = {}
     record_bytes = 0
     low = b""
     while True:
@@ -210,17 +219,55 @@ def _read_snapshot(backend: Backend, stop: threading.Event | None = None) -> _Sn
                     resume_seq = None
             workflow_id = workflow_id_of(workflow_key)
             keys[workflow_id] = workflow_key
+            leader = entry.extras.get(RETENTION_FOLLOWS)
+            if isinstance(leader, str):
+                follows[workflow_id] = leader
             record_bytes += sum(c.size for c in checkpoints)
             workflows.append(
                 WorkflowEntries(
-                    workflow_id, entry.status, entry.updated_ns, checkpoints, resume_seq
-                )
+                    workflow_id,
+                    entry.status,
+                    entry.updated_ns,
+                    checkpoints,
+                    resume_seq,
+                    keep_newest(entry),
+                )  # fmt: skip
             )
         if len(items) < _READ_CHUNK:
-            return _Snapshot(workflows, keys, record_bytes)
+            return _Snapshot(_pair_followers(workflows, follows), keys, record_bytes)
         if stop is not None and stop.is_set():
             return None
         low = items[-1][0] + b"\x00"
+
+
+def _pair_followers(
+    workflows: list[WorkflowEntries], follows: dict[str, str]
+) -> list[WorkflowEntries]:
+    """Protect a follower's records at and above the oldest seq its leader keeps by request.
+
+    A follower's records go with its leader's at the same seq (the LangGraph saver's pending
+    writes with their checkpoints). Those at or above the floor of the leader's newest
+    ``keep_newest`` checkpoints belong to checkpoints kept, or to ones not stored yet.
+    """
+    leaders = {workflow.workflow_id: workflow for workflow in workflows}
+    paired = []
+    for workflow in workflows:
+        leader = leaders.get(follows.get(workflow.workflow_id, ""))
+        if leader is not None and leader.checkpoints:
+            floor = leader.checkpoints[-min(leader.keep_newest, len(leader.checkpoints))].seq
+            kept = frozenset(c.seq for c in workflow.checkpoints if c.seq >= floor)
+            workflow = dataclasses.replace(workflow, protect=kept)
+        paired.append(workflow)
+    return paired
+
+
+def keep_newest(entry: WorkflowEntry) -> int:
+    """How many newest checkpoints the workflow's writer asks retention to keep (at least 1).
+
+    Read from the entry's ``retention_keep`` field; writers set it with ``keyed.put_at``.
+    """
+    asked = entry.extras.get(RETENTION_KEEP)
+    return asked if type(asked) is int and asked >= 1 else 1
 
 
 def _read_checkpoints(backend: Backend, workflow_key: bytes) -> list[CheckpointEntry]:

@@ -15,6 +15,15 @@ from .keys import age_key, seq_of, workflow_bounds
 from .kv import AGE, CKPT, META, WF, ReadTxn, WriteTxn
 from .models import STATUSES, Status, WorkflowInfo
 
+RETENTION_KEEP = "retention_keep"
+"""The field of a workflow's extras naming how many of its newest checkpoints retention keeps
+(``retention.WorkflowEntries.keep_newest``)."""
+
+RETENTION_FOLLOWS = "retention_follows"
+"""The field of a workflow's extras naming the workflow whose records its own go with, seq for
+seq (the LangGraph saver's pending writes go with their checkpoints): retention keeps its
+records at and above the oldest seq it keeps of that workflow."""
+
 DELETED_NS = b"deleted_ns"
 """The ``meta`` entry holding when a workflow was last deleted whole (ns since the epoch)."""
 

@@ -12,7 +12,7 @@ Each function raises lmdbstate's errors only before its first write, as group co
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from . import records
 from .index import (
@@ -27,11 +27,20 @@ from .keys import age_key, checkpoint_key, workflow_bounds
 from .kv import AGE, CKPT, WF, WriteTxn
 
 
-def put_at(txn: WriteTxn, workflow_key: bytes, seq: int, body: bytes, created_ns: int) -> int:
+def put_at(
+    txn: WriteTxn,
+    workflow_key: bytes,
+    seq: int,
+    body: bytes,
+    created_ns: int,
+    *,
+    extras: Mapping[str, object] | None = None,
+) -> int:
     """Store ``body`` as checkpoint ``seq`` of the workflow, replacing a record already there.
 
-    The workflow is created (status ``running``) when it has no entry. Returns the bytes of the
-    record written.
+    The workflow is created (status ``running``) when it has no entry. ``extras`` are set in
+    its entry (a None value removes the field): the retention fields ``index.RETENTION_KEEP``
+    and ``index.RETENTION_FOLLOWS``, for one. Returns the bytes of the record written.
 
     Raises:
         StoreCorruptedError: the workflow has records but no index entry, or a damaged one.
@@ -49,6 +58,11 @@ def put_at(txn: WriteTxn, workflow_key: bytes, seq: int, body: bytes, created_ns
     entry.head_seq = max(entry.head_seq, seq)
     entry.last_seq = max(entry.last_seq, seq)
     entry.updated_ns = max(entry.updated_ns, created_ns)
+    for name, value in (extras or {}).items():
+        if value is None:
+            entry.extras.pop(name, None)
+        else:
+            entry.extras[name] = value
     txn.put(CKPT, key, record)
     txn.put(AGE, age_key(created_ns, key), b"")
     txn.put(WF, workflow_key, entry.encode())

@@ -60,7 +60,7 @@ from .errors import (
     InvalidInputError,
     SequenceConflictError,
 )
-from .index import workflow_id_of
+from .index import RETENTION_FOLLOWS, RETENTION_KEEP, workflow_id_of
 from .keyed import delete_at, delete_workflow, put_at
 from .keys import checkpoint_key, encode_workflow_id, seq_of, split_checkpoint_key
 from .keys import workflow_bounds as record_bounds
@@ -212,13 +212,16 @@ def _check_same_id(key: bytes, stored: str, checkpoint_id: str) -> None:
 class _Pending:
     """A checkpoint serialised and encoded outside any transaction, waiting for one."""
 
-    __slots__ = ("body", "checkpoint_id", "created_ns", "seq", "workflow_key")
+    __slots__ = ("body", "checkpoint_id", "created_ns", "keep", "seq", "workflow_key")
 
-    def __init__(self, workflow_key: bytes, checkpoint_id: str, body: bytes) -> None:
+    def __init__(self, workflow_key: bytes, checkpoint_id: str, body: bytes, keep: int) -> None:
         self.workflow_key = workflow_key
         self.checkpoint_id = checkpoint_id
         self.seq = _required_seq(checkpoint_id)
         self.body = body
+        # How many newest checkpoints retention must keep: this one and those its DeltaChannels
+        # rebuild their values from.
+        self.keep = keep
         self.created_ns = time.time_ns()
 
     def apply(self, txn: WriteTxn) -> tuple[None, int]:
@@ -236,7 +239,9 @@ class _Pending:
             except IntegrityError:
                 stored = self.checkpoint_id  # a damaged record under this seq: overwrite it
             _check_same_id(key, stored, self.checkpoint_id)
-        return None, put_at(txn, self.workflow_key, self.seq, self.body, self.created_ns)
+        keep = {RETENTION_KEEP: self.keep if self.keep > 1 else None}
+        written = put_at(txn, self.workflow_key, self.seq, self.body, self.created_ns, extras=keep)
+        return None, written
 
 
 def _merge_writes(
@@ -274,7 +279,9 @@ def _merge_writes(
         return None, 0
     meta = {"checkpoint_id": checkpoint_id}
     body = records.encode_body(list(merged.values()), None, 1, meta)
-    return None, put_at(txn, workflow_key, seq, body, time.time_ns())
+    # Retention keeps a checkpoint's writes as long as it keeps the checkpoint.
+    follows = {RETENTION_FOLLOWS: workflow_id_of(workflow_key.removesuffix(_WRITES.encode()))}
+    return None, put_at(txn, workflow_key, seq, body, time.time_ns(), extras=follows)
 
 
 # -- reads (each runs inside one read transaction) ---------------------------------------------
@@ -398,6 +405,17 @@ def _keep_latest(
     return deleted, 0
 
 
+def _delta_depth(metadata: CheckpointMetadata) -> int:
+    """How many ancestors a checkpoint's ``DeltaChannel``s rebuild their values from.
+
+    The metadata counts, per delta channel, the supersteps since its last snapshot
+    (``counters_since_delta_snapshot``): that many ancestors, and the one holding the snapshot.
+    0 when the graph has no delta channel.
+    """
+    counters = metadata.get("counters_since_delta_snapshot") or {}
+    return max((int(counter[1]) for counter in counters.values()), default=-1) + 1
+
+
 def _delta_chain(
     txn: ReadTxn,
     workflow_key: bytes,
@@ -412,8 +430,7 @@ def _delta_chain(
     and the one holding the snapshot, are kept with their writes.
     """
     key, fields = newest
-    counters = metadata(fields["meta"]).get("counters_since_delta_snapshot") or {}
-    depth = max((int(counter[1]) for counter in counters.values()), default=-1) + 1
+    depth = _delta_depth(metadata(fields["meta"]))
     kept = {seq_of(key)}
     meta = fields["meta"]
     for _ in range(depth):
@@ -861,7 +878,7 @@ class LmdbSaver(BaseCheckpointSaver[str]):
             meta["metadata"] = None
             meta["metadata_typed"] = list(self.serde.dumps_typed(stored_metadata))
             body = records.encode_body(state, step if type(step) is int else None, 1, meta)
-        pending = _Pending(checkpoint_wf, checkpoint["id"], body)
+        pending = _Pending(checkpoint_wf, checkpoint["id"], body, _delta_depth(stored_metadata) + 1)
         self.store._write_txn(pending.apply)
         return _config(thread_id, checkpoint_ns, checkpoint["id"])
 

@@ -87,6 +87,13 @@ class WorkflowEntries:
     resume_seq: int | None = None
     """The checkpoint a resume would load when it is not the newest (the newer ones are
     damaged): the planner then keeps that one instead of the newest."""
+    keep_newest: int = 1
+    """Checkpoints the workflow's writer needs kept, newest first, whatever the bounds say
+    (the ``retention_keep`` field of its entry: the LangGraph saver asks for the ancestors a
+    ``DeltaChannel`` rebuilds its value from). ``finished_max_age`` still deletes it whole."""
+    protect: frozenset[int] = frozenset()
+    """Seqs kept whatever the bounds say (the records of a workflow that follows another,
+    kept with that workflow's; see ``collector``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,8 +124,8 @@ class GcPlan:
 @dataclass
 class _Candidate:
     workflow: WorkflowEntries
-    protected: int | None
-    """The seq the rules may not delete, or None."""
+    protected: frozenset[int]
+    """The seqs the rules may not delete."""
     doomed: dict[int, str] = field(default_factory=dict)
     """seq -> the rule deleting it."""
     whole: bool = False
@@ -157,11 +164,15 @@ def _candidate(workflow: WorkflowEntries, policy: RetentionPolicy, now_ns: int) 
         and workflow.updated_ns <= now_ns - policy.finished_max_age * _NS
     ):
         everything = {c.seq: "finished_max_age" for c in workflow.checkpoints}
-        return _Candidate(workflow, None, everything, whole=True)
+        return _Candidate(workflow, frozenset(), everything, whole=True)
     if workflow.resume_seq is not None:
         newest = workflow.resume_seq
-    protected = newest if not finished or policy.keep_finished else None
-    return _Candidate(workflow, protected)
+    kept = {c.seq for c in workflow.checkpoints[-workflow.keep_newest :]} | workflow.protect
+    if newest is not None and (not finished or policy.keep_finished):
+        kept.add(newest)
+    elif workflow.keep_newest <= 1:
+        kept = set(workflow.protect)
+    return _Candidate(workflow, frozenset(kept))
 
 
 def _by_count_and_age(candidate: _Candidate, policy: RetentionPolicy, now_ns: int) -> None:
@@ -177,7 +188,7 @@ def _by_count_and_age(candidate: _Candidate, policy: RetentionPolicy, now_ns: in
 
 
 def _doom(candidate: _Candidate, seq: int, rule: str) -> None:
-    if seq != candidate.protected:
+    if seq not in candidate.protected:
         candidate.doomed.setdefault(seq, rule)
 
 
@@ -199,7 +210,7 @@ def _by_size(candidates: list[_Candidate], size: int, cap: int) -> int:
             )
             for candidate in candidates
             for c in candidate.workflow.checkpoints
-            if c.seq not in candidate.doomed and c.seq != candidate.protected
+            if c.seq not in candidate.doomed and c.seq not in candidate.protected
         ),
         key=lambda row: row[:4],
     )

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.base.id import uuid6
 from langgraph.checkpoint.conformance import checkpointer_test, validate
 from langgraph.checkpoint.conformance.capabilities import ALL_CAPABILITIES
 from langgraph.checkpoint.conformance.test_utils import (
@@ -391,6 +392,29 @@ def test_prune_keeps_the_ancestors_a_delta_channel_needs(saver: LmdbSaver) -> No
     put(saver, "plain", step=1)
     saver.prune(["plain"])  # no delta channel: only the newest is kept
     assert len(list(saver.list({"configurable": {"thread_id": "plain"}}))) == 1
+
+
+def test_retention_keeps_what_delta_channels_and_pending_writes_need(saver: LmdbSaver) -> None:
+    """Regression (review): retention saw a thread's checkpoints and its writes records as two
+    unrelated workflows. keep_last=2 emptied a DeltaChannel's value (its ancestors and their
+    writes went), and keep_last=1 dropped the newest checkpoint's writes when the writes of a
+    checkpoint still in flight had arrived first (async durability), so its tasks would run
+    again after a crash."""
+    graph = delta_graph(saver, steps=10, snapshot_frequency=4)
+    config: Any = {"configurable": {"thread_id": "delta"}}
+    graph.invoke({"items": [], "n": 0}, config)
+    saver.store.gc(RetentionPolicy(keep_last=2))
+    assert graph.get_state(config).values == {"items": list(range(10)), "n": 10}
+    newest = put(saver, "t")
+    saver.put_writes(generate_config("t", checkpoint_id=newest), [("x", "A")], "task-a")
+    in_flight = str(uuid6(clock_seq=7))  # its checkpoint is not stored yet
+    saver.put_writes(generate_config("t", checkpoint_id=in_flight), [("x", "B")], "task-b")
+    saver.store.gc(RetentionPolicy(keep_last=1))
+    found = saver.get_tuple(generate_config("t"))
+    assert found is not None
+    assert found.checkpoint["id"] == newest
+    assert [write[:2] for write in found.pending_writes or []] == [("task-a", "x")]
+    assert saver.store.verify().ok
 
 
 def test_prune_in_fallback_mode_drops_a_namespace_damaged_whole(store_path: Path) -> None:

@@ -159,3 +159,26 @@ def test_examples() -> None:
 def test_bad_policies_are_config_errors(options: dict[str, object]) -> None:
     with pytest.raises(ConfigError):
         RetentionPolicy(**options)  # type: ignore[arg-type]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(1, 6),
+    st.sets(st.integers(1, 10), max_size=4),
+    st.sampled_from(STATUSES),
+    st.booleans(),
+)
+def test_the_newest_a_writer_asks_for_and_the_protected_seqs_are_never_deleted(
+    keep_newest: int, protect: set[int], status: str, keep_finished: bool
+) -> None:
+    checkpoints = [CheckpointEntry(seq, seq * 10**9, 100) for seq in range(1, 11)]
+    entries = WorkflowEntries(
+        "wf", status, 10 * 10**9, checkpoints, keep_newest=keep_newest, protect=frozenset(protect)
+    )
+    policy = RetentionPolicy(keep_last=1, max_age=1, max_size=1, keep_finished=keep_finished)
+    doomed = {d.seq for d in plan([entries], policy, now_ns=NOW).deletions}
+    assert not doomed & protect
+    if keep_newest > 1 or status not in FINISHED or keep_finished:
+        assert not doomed & set(range(11 - keep_newest, 11))
+    else:  # a finished workflow without keep_finished, whose writer asked for nothing
+        assert doomed == set(range(1, 11)) - protect
