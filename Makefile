@@ -45,6 +45,7 @@ test: lint tests
 # for a smoke run, BENCH_ARGS=overhead for lmdbstate against bare py-lmdb alone.
 bench: $(STAMP_BENCH)
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks.langgraph_saver
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage $(STORE)
