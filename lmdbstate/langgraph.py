@@ -60,7 +60,7 @@ from .errors import (
     InvalidInputError,
     SequenceConflictError,
 )
-from .index import RETENTION_FOLLOWS, RETENTION_KEEP, workflow_id_of
+from .index import RETENTION_FOLLOWS, RETENTION_KEEP, WorkflowEntry, workflow_id_of
 from .keyed import delete_at, delete_workflow, put_at
 from .keys import checkpoint_key, encode_workflow_id, seq_of, split_checkpoint_key
 from .keys import workflow_bounds as record_bounds
@@ -80,6 +80,7 @@ WORKERS = 32
 """Threads of a saver's pool: async calls at once, and puts that can share one group commit."""
 
 _SEP = "\x1f"
+_PARENT = "langgraph_parent"  # wf extras: [newest seq written, its parent's seq]
 _WRITES = _SEP + "w"
 _CHUNK = 32  # checkpoints read per read transaction by ``list``
 _WF_CHUNK = 256
@@ -212,9 +213,11 @@ def _check_same_id(key: bytes, stored: str, checkpoint_id: str) -> None:
 class _Pending:
     """A checkpoint serialised and encoded outside any transaction, waiting for one."""
 
-    __slots__ = ("body", "checkpoint_id", "created_ns", "keep", "seq", "workflow_key")
+    __slots__ = ("body", "checkpoint_id", "created_ns", "keep", "parent", "seq", "workflow_key")
 
-    def __init__(self, workflow_key: bytes, checkpoint_id: str, body: bytes, keep: int) -> None:
+    def __init__(
+        self, workflow_key: bytes, checkpoint_id: str, body: bytes, keep: int, parent: int | None
+    ) -> None:
         self.workflow_key = workflow_key
         self.checkpoint_id = checkpoint_id
         self.seq = _required_seq(checkpoint_id)
@@ -222,6 +225,10 @@ class _Pending:
         # How many newest checkpoints retention must keep: this one and those its DeltaChannels
         # rebuild their values from.
         self.keep = keep
+        # The parent's seq, kept in the workflow's entry beside the record: should the record be
+        # damaged, a fallback still knows where it came from (a fork's parent is not the
+        # checkpoint just before it by id).
+        self.parent = parent
         self.created_ns = time.time_ns()
 
     def apply(self, txn: WriteTxn) -> tuple[None, int]:
@@ -239,8 +246,13 @@ class _Pending:
             except IntegrityError:
                 stored = self.checkpoint_id  # a damaged record under this seq: overwrite it
             _check_same_id(key, stored, self.checkpoint_id)
-        keep = {RETENTION_KEEP: self.keep if self.keep > 1 else None}
-        written = put_at(txn, self.workflow_key, self.seq, self.body, self.created_ns, extras=keep)
+        extras = {
+            RETENTION_KEEP: self.keep if self.keep > 1 else None,
+            _PARENT: None if self.parent is None else [self.seq, self.parent],
+        }
+        written = put_at(
+            txn, self.workflow_key, self.seq, self.body, self.created_ns, extras=extras
+        )
         return None, written
 
 
@@ -315,9 +327,29 @@ def _newest_intact(
             if not fallback:
                 raise
             damaged.append(exc)
+        if len(damaged) == 1 and (parent := _recorded_parent(txn, checkpoint_wf, key)):
+            return parent, damaged
     if damaged:
         raise damaged[0]
     return None, damaged
+
+
+def _recorded_parent(
+    txn: ReadTxn, checkpoint_wf: bytes, damaged_key: bytes
+) -> tuple[bytes, dict[str, Any]] | None:
+    """The intact parent of a damaged newest checkpoint, as its put recorded it; or None."""
+    raw = txn.get(WF, checkpoint_wf)
+    edge = None if raw is None else WorkflowEntry.decode(checkpoint_wf, raw).extras.get(_PARENT)
+    if not (isinstance(edge, list) and len(edge) == 2 and edge[0] == seq_of(damaged_key)):
+        return None
+    key = checkpoint_key(checkpoint_wf, edge[1])
+    record = txn.get(CKPT, key)
+    if record is None:
+        return None
+    try:
+        return key, _fields(key, record)
+    except IntegrityError:
+        return None  # damaged too: the walk by id goes on
 
 
 def _read_newest(
@@ -878,7 +910,10 @@ class LmdbSaver(BaseCheckpointSaver[str]):
             meta["metadata"] = None
             meta["metadata_typed"] = list(self.serde.dumps_typed(stored_metadata))
             body = records.encode_body(state, step if type(step) is int else None, 1, meta)
-        pending = _Pending(checkpoint_wf, checkpoint["id"], body, _delta_depth(stored_metadata) + 1)
+        parent = _seq(config["configurable"].get("checkpoint_id"))
+        pending = _Pending(
+            checkpoint_wf, checkpoint["id"], body, _delta_depth(stored_metadata) + 1, parent
+        )
         self.store._write_txn(pending.apply)
         return _config(thread_id, checkpoint_ns, checkpoint["id"])
 

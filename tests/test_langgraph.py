@@ -417,6 +417,24 @@ def test_retention_keeps_what_delta_channels_and_pending_writes_need(saver: Lmdb
     assert saver.store.verify().ok
 
 
+def test_a_damaged_fork_falls_back_to_its_parent_not_the_abandoned_branch(
+    store_path: Path,
+) -> None:
+    """Regression (review): the fallback walked back by id, so a damaged update_state fork
+    (C1 -> C3, made after C1 -> C2) resumed the abandoned C2, undoing the user's edit."""
+    with LmdbSaver.from_path(store_path) as saver:
+        first = put(saver, "t", step=1)
+        put(saver, "t", first, step=2)  # C2, then abandoned
+        fork = put(saver, "t", first, step=3)  # C3: a fork of C1
+    record = raw_get(store_path, b"ckpt", record_key("t", fork))
+    assert record is not None
+    flip_record(store_path, record, len(record) - 2)
+    with LmdbSaver.from_path(store_path) as saver:
+        found = saver.get_tuple(generate_config("t"))
+        assert found is not None
+        assert found.checkpoint["id"] == first
+
+
 def test_prune_in_fallback_mode_drops_a_namespace_damaged_whole(store_path: Path) -> None:
     """Regression (review): one thread damaged whole made prune raise and roll back them all."""
     with LmdbSaver.from_path(store_path) as saver:
