@@ -368,6 +368,8 @@ def _delete_batch(
             forget_workflow(txn, workflow_key)
             removed += 1
         else:
+            # updated_ns stays: a collection is not activity (finished_max_age counts from the
+            # last change), and recover needs no bump (see index.WorkflowEntry).
             txn.put(WF, workflow_key, entry.encode())
     return deleted, removed
 

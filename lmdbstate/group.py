@@ -134,7 +134,7 @@ class GroupCommitter:
         try:
             while not own.done:
                 with self._lock:
-                    self._gather()
+                    self._gather()  # may be interrupted (KeyboardInterrupt) with own queued
                     count = min(len(self._queue), self._max_group)
                     group = [self._queue.popleft() for _ in range(count)]
                     self._room.notify_all()
@@ -144,6 +144,10 @@ class GroupCommitter:
                 self._last_group = len(group)
         finally:
             with self._lock:
+                if not own.done and own in self._queue:
+                    # Interrupted before its group was taken: nobody would wait for it.
+                    self._queue.remove(own)
+                    self._room.notify_all()
                 self._pass_lead()
 
     def _gather(self) -> None:

@@ -7,6 +7,7 @@ against ``ckpt`` and rebuilds them from it.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from . import codec, records
@@ -51,6 +52,10 @@ class WorkflowEntry:
         "updated_ns",
     )
 
+    # ``updated_ns`` only grows, whatever the clock does: it is at least the creation time of
+    # every record the workflow holds, and of every one deleted from it, which ``recover``
+    # relies on to tell a record committed after a snapshot from one deleted before it.
+
     def __init__(self, now_ns: int) -> None:
         self.status: Status = "running"
         self.created_ns = self.updated_ns = now_ns
@@ -90,6 +95,14 @@ class WorkflowEntry:
                 hint="its checkpoints are intact; rebuilding the index needs a repair tool",
             )
         return entry
+
+    def merge_extras(self, extras: Mapping[str, object] | None) -> None:
+        """Set these fields of ``extras``; a None value removes the field."""
+        for name, value in (extras or {}).items():
+            if value is None:
+                self.extras.pop(name, None)
+            else:
+                self.extras[name] = value
 
     def encode(self) -> bytes:
         """The stored form."""

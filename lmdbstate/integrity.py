@@ -306,7 +306,7 @@ def _repair_workflow(txn: WriteTxn, workflow_key: bytes, now_ns: int) -> tuple[i
     entry.last_seq = max(entry.last_seq, check.head_seq)
     changed = entry.encode() != before
     if changed:
-        entry.updated_ns = now_ns
+        entry.updated_ns = max(entry.updated_ns, now_ns)
         txn.put(WF, workflow_key, entry.encode())
     return len(check.damaged), changed, added
 

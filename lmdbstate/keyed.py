@@ -58,11 +58,7 @@ def put_at(
     entry.head_seq = max(entry.head_seq, seq)
     entry.last_seq = max(entry.last_seq, seq)
     entry.updated_ns = max(entry.updated_ns, created_ns)
-    for name, value in (extras or {}).items():
-        if value is None:
-            entry.extras.pop(name, None)
-        else:
-            entry.extras[name] = value
+    entry.merge_extras(extras)
     txn.put(CKPT, key, record)
     txn.put(AGE, age_key(created_ns, key), b"")
     txn.put(WF, workflow_key, entry.encode())

@@ -471,7 +471,13 @@ def _delta_chain(
         if parent is None or record is None:
             break
         kept.add(parent)
-        meta = _fields(checkpoint_key(workflow_key, parent), record, state=False)["meta"]
+        try:
+            meta = _fields(checkpoint_key(workflow_key, parent), record, state=False)["meta"]
+        except IntegrityError as exc:
+            # Its own parent cannot be read: keep what is known. (With on_corruption="raise"
+            # the newest was read already; an ancestor's damage is for verify to report.)
+            log.warning("prune: stopping at damaged ancestor %s", exc)
+            break
     return kept
 
 
@@ -486,6 +492,7 @@ def _copy_thread(txn: WriteTxn, source: str, target: str, fallback: bool) -> tup
     # after the last snapshot it could read by their creation time.
     now_ns = time.time_ns()
     for source_key, target_key in plan:
+        extras = _copied_extras(txn, source_key, target_key)
         # Read the workflow's records first: a cursor must not walk a table being written.
         for key, record in list(txn.scan(CKPT, *record_bounds(source_key))):
             try:
@@ -495,9 +502,25 @@ def _copy_thread(txn: WriteTxn, source: str, target: str, fallback: bool) -> tup
                     raise
                 log.warning("copy_thread: leaving out damaged %s", exc)
                 continue
-            written += put_at(txn, target_key, seq_of(key), bytes(body), now_ns)
+            written += put_at(txn, target_key, seq_of(key), bytes(body), now_ns, extras=extras)
             copied += 1
     return copied, written
+
+
+def _copied_extras(txn: ReadTxn, source_key: bytes, target_key: bytes) -> dict[str, object]:
+    """The saver's fields of the source workflow's entry, for the copy's.
+
+    The retention fields and the parent of the newest checkpoint; a writes workflow follows the
+    target thread's checkpoints.
+    """
+    raw = txn.get(WF, source_key)
+    extras = {} if raw is None else WorkflowEntry.decode(source_key, raw).extras
+    copied: dict[str, object] = {
+        name: extras[name] for name in (RETENTION_KEEP, _PARENT) if name in extras
+    }
+    if RETENTION_FOLLOWS in extras:
+        copied[RETENTION_FOLLOWS] = workflow_id_of(target_key.removesuffix(_WRITES.encode()))
+    return copied
 
 
 # -- the saver --------------------------------------------------------------------------------
@@ -979,10 +1002,35 @@ class LmdbSaver(BaseCheckpointSaver[str]):
             checkpoints, writes = _workflow_keys(thread_id, checkpoint_ns)
             doomed = self.store._read_txn(self._run_seqs, checkpoints, wanted)
             if doomed:
-                delete = functools.partial(
-                    _delete_seqs, workflow_keys=(checkpoints, writes), seqs=doomed
-                )
+                delete = functools.partial(self._delete_run_seqs, checkpoints, writes, doomed)
                 self.store._write_txn(delete, group=False)
+
+    def _delete_run_seqs(
+        self, checkpoints: bytes, writes: bytes, seqs: tuple[int, ...], txn: WriteTxn
+    ) -> tuple[int, int]:
+        """Delete these checkpoints and their writes.
+
+        The entry's fields that describe the newest checkpoint (retention_keep,
+        langgraph_parent) are then made to describe the new newest.
+        """
+        deleted, _ = _delete_seqs(txn, (checkpoints, writes), seqs)
+        raw = txn.get(WF, checkpoints)
+        newest = txn.last(CKPT, *record_bounds(checkpoints))
+        if raw is None or newest is None:
+            return deleted, 0
+        entry = WorkflowEntry.decode(checkpoints, raw)
+        try:
+            meta = _fields(*newest, state=False)["meta"]
+            keep = _delta_depth(self._metadata(meta)) + 1
+        except IntegrityError:
+            keep = None  # the newest is damaged: what it needs cannot be read
+        parent = _seq(meta.get("parent_checkpoint_id")) if keep is not None else None
+        entry.merge_extras({
+            RETENTION_KEEP: keep if keep is not None and keep > 1 else None,
+            _PARENT: None if parent is None else [seq_of(newest[0]), parent],
+        })  # fmt: skip
+        txn.put(WF, checkpoints, entry.encode())
+        return deleted, 0
 
     def _run_seqs(
         self, txn: ReadTxn, workflow_key: bytes, run_ids: frozenset[str]

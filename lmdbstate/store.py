@@ -1155,9 +1155,9 @@ def _set_status(
     txn: WriteTxn, workflow_key: bytes, status: Status, extras: Mapping[str, object] | None
 ) -> WorkflowInfo:
     entry = required_entry(txn, workflow_key)
-    _merge_extras(entry, extras)
+    entry.merge_extras(extras)
     entry.status = status
-    entry.updated_ns = time.time_ns()
+    entry.updated_ns = max(entry.updated_ns, time.time_ns())
     txn.put(WF, workflow_key, entry.encode())
     return entry.info(workflow_key)
 
@@ -1199,7 +1199,7 @@ def _delete_checkpoint(txn: WriteTxn, workflow_key: bytes, seq: int) -> int:
     if record is None:
         raise CheckpointNotFoundError(workflow_id_of(workflow_key), seq)
     remove_checkpoint(txn, workflow_key, entry, key, record)
-    entry.updated_ns = time.time_ns()
+    entry.updated_ns = max(entry.updated_ns, time.time_ns())
     txn.put(WF, workflow_key, entry.encode())
     return 1
 
@@ -1342,14 +1342,6 @@ def _check_extras(extras: Mapping[str, object] | None) -> None:
             raise InvalidInputError(f"invalid extras field {name!r}: expected a str, not 'lease'")
 
 
-def _merge_extras(entry: WorkflowEntry, extras: Mapping[str, object] | None) -> None:
-    for name, value in (extras or {}).items():
-        if value is None:
-            entry.extras.pop(name, None)
-        else:
-            entry.extras[name] = value
-
-
 def _stored_lease(workflow_id: str, entry: WorkflowEntry) -> Lease | None:
     stored = entry.extras.get(_LEASE)
     if stored is None:
@@ -1425,8 +1417,8 @@ def _acquire_lease(
                 lease.workflow_id, held.pid, held.host, "expired" if expired else "has ended",
             )  # fmt: skip
     entry.status = "running"
-    entry.updated_ns = lease.acquired_ns
-    _merge_extras(entry, extras)
+    entry.updated_ns = max(entry.updated_ns, lease.acquired_ns)
+    entry.merge_extras(extras)
     _store_lease(txn, workflow_key, entry, lease)
     return lease
 
@@ -1447,9 +1439,9 @@ def _release_lease(
 ) -> WorkflowInfo:
     entry = _held_lease(txn, workflow_key, lease)
     del entry.extras[_LEASE]
-    _merge_extras(entry, extras)
+    entry.merge_extras(extras)
     if status is not None:
         entry.status = status
-        entry.updated_ns = time.time_ns()
+        entry.updated_ns = max(entry.updated_ns, time.time_ns())
     txn.put(WF, workflow_key, entry.encode())
     return entry.info(workflow_key)

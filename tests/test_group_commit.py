@@ -334,3 +334,23 @@ def test_a_lone_writer_never_waits_to_gather(monkeypatch: pytest.MonkeyPatch) ->
         committer._queue.append(group._Slot(lambda txn: None))
         committer._gather()
     assert time.monotonic() - started < 10
+
+
+def test_a_leader_interrupted_while_gathering_leaves_the_queue_usable(
+    group_store: CheckpointStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression (review): a KeyboardInterrupt in the gather wait passed the lead to the
+    interrupted caller's own queued slot, which nobody waited for: every later put hung."""
+    committer = group_store._backend._shared.committer  # type: ignore[attr-defined]
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(committer, "_gather", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        group_store.put("wf", {"n": 1})
+    monkeypatch.undo()
+    assert (len(committer._queue), committer._leading) == (0, False)
+    results = in_threads([lambda: group_store.put("other", {"n": 2})])
+    assert isinstance(results[0], CheckpointInfo)
+    assert group_store.workflow("other").head_seq == 1

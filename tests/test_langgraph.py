@@ -435,6 +435,45 @@ def test_a_damaged_fork_falls_back_to_its_parent_not_the_abandoned_branch(
         assert found.checkpoint["id"] == first
 
 
+def test_copies_and_deleted_runs_keep_what_retention_needs(saver: LmdbSaver) -> None:
+    """Regression (review): copy_thread left the copy's entry without the retention fields,
+    and delete_for_runs left them describing a deleted checkpoint; gc then emptied a
+    DeltaChannel's value."""
+    config: Any = {"configurable": {"thread_id": "src"}}
+    delta_graph(saver, steps=10, snapshot_frequency=4).invoke({"items": [], "n": 0}, config)
+    saver.copy_thread("src", "dst")
+    first: Any = {"configurable": {"thread_id": "runs"}, "metadata": {"run_id": "run-1"}}
+    delta_graph(saver, steps=5, snapshot_frequency=4).invoke({"items": [], "n": 0}, first)
+    second: Any = {"configurable": {"thread_id": "runs"}, "metadata": {"run_id": "run-2"}}
+    delta_graph(saver, steps=7, snapshot_frequency=4).invoke({"n": 5}, second)
+    saver.delete_for_runs(["run-2"])
+    saver.store.gc(RetentionPolicy(keep_last=1))
+    graph = delta_graph(saver, steps=10, snapshot_frequency=4)
+    for thread, expected in (("dst", list(range(10))), ("runs", list(range(5)))):
+        values = graph.get_state({"configurable": {"thread_id": thread}}).values
+        assert values["items"] == expected, thread
+
+
+def test_prune_stops_at_a_damaged_ancestor_in_fallback_mode(store_path: Path) -> None:
+    """Regression (review): a damaged ancestor in the DeltaChannel walk made prune raise and
+    roll back every thread."""
+    config: Any = {"configurable": {"thread_id": "t"}}
+    with LmdbSaver.from_path(store_path) as saver:
+        delta_graph(saver, steps=6, snapshot_frequency=100).invoke({"items": [], "n": 0}, config)
+        put(saver, "other")
+        put(saver, "other", step=1)
+        newest = saver.get_tuple(config)
+        assert newest is not None
+        assert newest.parent_config is not None
+        parent = newest.parent_config["configurable"]["checkpoint_id"]
+    record = raw_get(store_path, b"ckpt", record_key("t", parent))
+    assert record is not None
+    flip_record(store_path, record, len(record) - 2)
+    with LmdbSaver.from_path(store_path) as saver:
+        saver.prune(["other", "t"])
+        assert len(list(saver.list({"configurable": {"thread_id": "other"}}))) == 1
+
+
 def test_prune_in_fallback_mode_drops_a_namespace_damaged_whole(store_path: Path) -> None:
     """Regression (review): one thread damaged whole made prune raise and roll back them all."""
     with LmdbSaver.from_path(store_path) as saver:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 import random
 import shutil
+import time
 from pathlib import Path
 
 import pytest
 
-from lmdbstate import CheckpointStore, StoreError, recover
+from lmdbstate import CheckpointStore, RetentionPolicy, StoreError, recover
 from lmdbstate.lmdbfile import DataFile, LeafItem
 
 from .damage import flip_record, raw_items
@@ -88,6 +89,31 @@ def test_a_zeroed_meta_page_loses_nothing(tmp_path: Path, meta: int) -> None:
         latest = dest.latest("late")
         assert latest is not None
         assert latest.state == {"n": 4}
+
+
+def test_records_gc_deleted_stay_deleted_after_the_clock_stepped_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression (review): recover takes a record only the page scan found for a new one when
+    it was made after its workflow's last update; set_status with the clock stepped back an
+    hour set updated_ns below the records, and checkpoints gc had deleted came back."""
+    src = tmp_path / "src"
+    with CheckpointStore(src) as store:
+        for n in range(5):
+            store.put("wf", {"n": n, "pad": "p" * 3000})
+        real = time.time_ns
+        monkeypatch.setattr(time, "time_ns", lambda: real() - 3600 * 10**9)
+        store.set_status("wf", "running")
+        monkeypatch.undo()
+        assert store.gc(RetentionPolicy(keep_last=1)).checkpoints_removed == 4
+    with DataFile(src) as data:
+        older = min(data.metas, key=lambda meta: meta.txnid)
+    with open(src / "data.mdb", "r+b") as file:  # the older meta page: the scan still runs
+        file.seek(older.offset + 16)
+        file.write(b"\0\0\0\0")
+    recover(src, tmp_path / "dest")
+    with CheckpointStore(tmp_path / "dest", readonly=True) as dest:
+        assert [info.seq for info in dest.history("wf")] == [5]
 
 
 def record_pages(path: Path) -> dict[bytes, set[int]]:
