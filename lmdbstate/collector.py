@@ -21,6 +21,7 @@ executor keeps its store under the cap without a cron job.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
@@ -32,6 +33,7 @@ from itertools import islice, pairwise
 from . import records
 from .errors import IntegrityError, LmdbStateError, StoreCorruptedError
 from .index import (
+    NEWEST_PARENT,
     RETENTION_FOLLOWS,
     RETENTION_KEEP,
     WorkflowEntry,
@@ -211,7 +213,8 @@ def _read_snapshot(backend: Backend, stop: threading.Event | None = None) -> _Sn
             checkpoints = _read_checkpoints(backend, workflow_key)
             resume_seq = None
             if entry.status == "running" and checkpoints:
-                resume_seq = backend.read_views(_resume_seq, workflow_key)
+                hint = entry.extras.get(NEWEST_PARENT)
+                resume_seq = backend.read_views(_resume_seq, workflow_key, hint)
                 # Read in its own transaction: a put (or a deletion) since the headers were
                 # read can name a checkpoint they do not list; the newest listed one is kept.
                 listed = {c.seq for c in checkpoints}
@@ -255,6 +258,8 @@ def _pair_followers(
         leader = leaders.get(follows.get(workflow.workflow_id, ""))
         if leader is not None and leader.checkpoints:
             floor = leader.checkpoints[-min(leader.keep_newest, len(leader.checkpoints))].seq
+            if leader.resume_seq is not None:  # a resume past a damaged newest needs its writes
+                floor = min(floor, leader.resume_seq)
             kept = frozenset(c.seq for c in workflow.checkpoints if c.seq >= floor)
             workflow = dataclasses.replace(workflow, protect=kept)
         paired.append(workflow)
@@ -298,12 +303,24 @@ def _checkpoint_headers(
     return entries, items[-1][0] if items else None
 
 
-def _resume_seq(txn: ViewTxn, workflow_key: bytes) -> int | None:
-    """The seq of the newest checkpoint whose digest holds: the one a resume loads."""
+def _resume_seq(txn: ViewTxn, workflow_key: bytes, hint: object) -> int | None:
+    """The seq of the checkpoint a resume loads.
+
+    The newest whose digest holds; or, when the newest is damaged and its writer recorded its
+    parent (``index.NEWEST_PARENT``), that parent.
+    """
+    first = True
     for key, view in txn.scan(CKPT, *workflow_bounds(workflow_key), reverse=True):
         try:
             records.check(key, view)
         except IntegrityError:
+            if first and isinstance(hint, list) and len(hint) == 2 and hint[0] == seq_of(key):
+                parent = checkpoint_key(workflow_key, hint[1])
+                for parent_key, parent_view in txn.scan(CKPT, parent, parent + b"\x00"):
+                    with contextlib.suppress(IntegrityError):
+                        records.check(parent_key, parent_view)
+                        return int(hint[1])
+            first = False
             continue
         return seq_of(key)
     return None

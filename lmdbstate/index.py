@@ -25,6 +25,11 @@ RETENTION_FOLLOWS = "retention_follows"
 seq (the LangGraph saver's pending writes go with their checkpoints): retention keeps its
 records at and above the oldest seq it keeps of that workflow."""
 
+NEWEST_PARENT = "newest_parent"
+"""The field of a workflow's extras holding ``[seq, parent seq]`` of the newest checkpoint its
+writer put, where checkpoints fork (the LangGraph saver): should that checkpoint be damaged, a
+resume falls back to its parent, and retention keeps that one."""
+
 DELETED_NS = b"deleted_ns"
 """The ``meta`` entry holding when a workflow was last deleted whole (ns since the epoch)."""
 

@@ -60,7 +60,13 @@ from .errors import (
     InvalidInputError,
     SequenceConflictError,
 )
-from .index import RETENTION_FOLLOWS, RETENTION_KEEP, WorkflowEntry, workflow_id_of
+from .index import (
+    NEWEST_PARENT,
+    RETENTION_FOLLOWS,
+    RETENTION_KEEP,
+    WorkflowEntry,
+    workflow_id_of,
+)
 from .keyed import delete_at, delete_workflow, put_at
 from .keys import checkpoint_key, encode_workflow_id, seq_of, split_checkpoint_key
 from .keys import workflow_bounds as record_bounds
@@ -80,7 +86,7 @@ WORKERS = 32
 """Threads of a saver's pool: async calls at once, and puts that can share one group commit."""
 
 _SEP = "\x1f"
-_PARENT = "langgraph_parent"  # wf extras: [newest seq written, its parent's seq]
+_PARENT = NEWEST_PARENT  # wf extras: [newest seq written, its parent's seq]
 _WRITES = _SEP + "w"
 _CHUNK = 32  # checkpoints read per read transaction by ``list``
 _WF_CHUNK = 256
@@ -1011,7 +1017,7 @@ class LmdbSaver(BaseCheckpointSaver[str]):
         """Delete these checkpoints and their writes.
 
         The entry's fields that describe the newest checkpoint (retention_keep,
-        langgraph_parent) are then made to describe the new newest.
+        newest_parent) are then made to describe the new newest.
         """
         deleted, _ = _delete_seqs(txn, (checkpoints, writes), seqs)
         raw = txn.get(WF, checkpoints)

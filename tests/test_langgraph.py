@@ -433,6 +433,14 @@ def test_a_damaged_fork_falls_back_to_its_parent_not_the_abandoned_branch(
         found = saver.get_tuple(generate_config("t"))
         assert found is not None
         assert found.checkpoint["id"] == first
+        # Retention keeps the same one (it protected the abandoned C2, by id, and deleted C1),
+        # with its pending writes.
+        saver.put_writes(generate_config("t", checkpoint_id=first), [("x", 1)], "task")
+        saver.store.gc(RetentionPolicy(keep_last=1))
+        found = saver.get_tuple(generate_config("t"))
+        assert found is not None
+        assert found.checkpoint["id"] == first
+        assert [write[:2] for write in found.pending_writes or []] == [("task", "x")]
 
 
 def test_copies_and_deleted_runs_keep_what_retention_needs(saver: LmdbSaver) -> None:
