@@ -911,9 +911,10 @@ class CheckpointStore:
         ``migrated_from`` (the seq and schema it came from). The history stays as it was.
 
         Every upgrade is computed first: when one fails, nothing is written. The states are
-        then upgraded again (the functions must not have side effects) and written, 64
-        workflows per transaction, each put expecting the head seen at first. A workflow that
-        advanced meanwhile fails its transaction with ``SequenceConflictError``; the
+        then read, upgraded again (the functions must not have side effects) and written, 64
+        workflows per transaction, each put expecting the head read just before; a workflow
+        that advanced since the first pass is upgraded from its new head. One that advances in
+        that short window fails its transaction with ``SequenceConflictError``; the
         transactions before it stay written, and running again finishes the job.
 
         Args:
@@ -935,9 +936,9 @@ class CheckpointStore:
         # of workflows per transaction, so that no state is held longer than its batch.
         due: list[tuple[WorkflowInfo, StateUpgrade]] = []
         for info in infos:
-            upgrade = self._state_upgrade(info)
-            if upgrade is not None:
-                due.append((info, upgrade))
+            found = self._state_upgrade(info.workflow_id)
+            if found is not None:
+                due.append((info, found[0]))
         upgraded = [upgrade for _, upgrade in due]
         if not check:
             upgraded = []
@@ -946,35 +947,41 @@ class CheckpointStore:
         current = len(infos) - len(due)
         return StateMigrationReport(tuple(upgraded), current, check, time.perf_counter() - started)
 
-    def _state_upgrade(self, info: WorkflowInfo) -> StateUpgrade | None:
-        """What upgrading the workflow's newest state would do; None when it is current."""
-        ckpt = self.latest(info.workflow_id)
-        name = self.workflow_name(info.workflow_id)
+    def _state_upgrade(self, workflow_id: str) -> tuple[StateUpgrade, Checkpoint, object] | None:
+        """The workflow's newest state upgraded, with what it came from; None when current."""
+        ckpt = self.latest(workflow_id)
+        name = self.workflow_name(workflow_id)
         target = migrations.current_schema(name)
         if ckpt is None or target is None or ckpt.schema >= target:
             return None
-        _, schema = migrations.upgrade_state(
-            name, ckpt.state, ckpt.schema, workflow_id=info.workflow_id, seq=ckpt.seq
+        state, schema = migrations.upgrade_state(
+            name, ckpt.state, ckpt.schema, workflow_id=workflow_id, seq=ckpt.seq
         )
-        return StateUpgrade(info.workflow_id, name, ckpt.seq, ckpt.schema, schema, None)
+        return StateUpgrade(workflow_id, name, ckpt.seq, ckpt.schema, schema, None), ckpt, state
 
     def _write_upgrades(self, due: list[tuple[WorkflowInfo, StateUpgrade]]) -> list[StateUpgrade]:
-        """Upgrade and write these workflows' newest states in one transaction."""
+        """Upgrade and write these workflows' newest states in one transaction.
+
+        Each workflow is read again here, so that one that advanced since the first pass is
+        upgraded from its new head (or skipped, when that one is current already).
+        """
+        written: list[StateUpgrade] = []
         with self.batch() as batch:
-            for info, upgrade in due:
-                ckpt = self.get(info.workflow_id, upgrade.seq)
-                state, schema = migrations.upgrade_state(
-                    upgrade.name, ckpt.state, ckpt.schema, workflow_id=info.workflow_id,
-                    seq=ckpt.seq,
-                )  # fmt: skip
+            for info, _ in due:
+                head = self.workflow(info.workflow_id).head_seq
+                found = self._state_upgrade(info.workflow_id)
+                if found is None:
+                    continue
+                upgrade, ckpt, state = found
                 meta = {**ckpt.meta, "migrated_from": {"seq": ckpt.seq, "schema": ckpt.schema}}
                 batch.put(
-                    info.workflow_id, state, step=ckpt.step, schema=schema, meta=meta,
-                    expect_seq=info.head_seq,
+                    info.workflow_id, state, step=ckpt.step, schema=upgrade.to_schema, meta=meta,
+                    expect_seq=head,
                 )  # fmt: skip
+                written.append(upgrade)
         return [
-            dataclasses.replace(upgrade, new_seq=written.seq)
-            for (_, upgrade), written in zip(due, batch.checkpoints, strict=True)
+            dataclasses.replace(upgrade, new_seq=info.seq)
+            for upgrade, info in zip(written, batch.checkpoints, strict=True)
         ]
 
     def compact(self, dest: str | os.PathLike[str] | None = None) -> CompactReport:
