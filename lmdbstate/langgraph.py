@@ -1023,7 +1023,8 @@ class LmdbSaver(BaseCheckpointSaver[str]):
         raw = txn.get(WF, checkpoints)
         newest = txn.last(CKPT, *record_bounds(checkpoints))
         if raw is None or newest is None:
-            return deleted, 0
+            # No checkpoint left: writes of checkpoints never stored would be orphans forever.
+            return deleted + delete_workflow(txn, writes), 0
         entry = WorkflowEntry.decode(checkpoints, raw)
         try:
             meta = _fields(*newest, state=False)["meta"]

@@ -462,6 +462,17 @@ def test_copies_and_deleted_runs_keep_what_retention_needs(saver: LmdbSaver) -> 
         assert values["items"] == expected, thread
 
 
+def test_deleting_a_thread_s_every_run_leaves_no_orphan_writes(saver: LmdbSaver) -> None:
+    """Regression (review): writes of a checkpoint never stored outlived the thread's last
+    checkpoint, in a workflow no saver method lists and retention keeps forever."""
+    only = put(saver, "t", run_id="run-1")
+    saver.put_writes(generate_config("t", checkpoint_id=only), [("x", 1)], "task")
+    in_flight = str(uuid6(clock_seq=3))
+    saver.put_writes(generate_config("t", checkpoint_id=in_flight), [("x", 2)], "task")
+    saver.delete_for_runs(["run-1"])
+    assert [info.workflow_id for info in saver.store.workflows()] == []
+
+
 def test_prune_stops_at_a_damaged_ancestor_in_fallback_mode(store_path: Path) -> None:
     """Regression (review): a damaged ancestor in the DeltaChannel walk made prune raise and
     roll back every thread."""
