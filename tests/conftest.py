@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner, Result
 
 from lmdbstate import CheckpointStore
+from lmdbstate.cli import app
 from lmdbstate.memory import MEMORY_PATH
 
 TINY_MAP = 64 * 1024
@@ -35,3 +37,13 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Checkpoint
 def store_path(tmp_path: Path) -> Path:
     """A path for a store the test opens itself."""
     return tmp_path / "store"
+
+
+def invoke_on(runner: CliRunner, store: Path, *args: str) -> Result:
+    """Run the CLI on ``store``; no traceback may reach any output, only clean exits."""
+    result = runner.invoke(app, ["--store", str(store), *args])
+    for text in (result.output, result.stdout, result.stderr):
+        assert "Traceback" not in text
+    if result.exception is not None:
+        assert isinstance(result.exception, SystemExit), repr(result.exception)
+    return result

@@ -36,16 +36,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner, Result
+from typer.testing import CliRunner
 
 import lmdbstate.env as env_module
 from lmdbstate import CheckpointStore
-from lmdbstate.cli import app
 from lmdbstate.env import LmdbBackend, _SharedEnv
 from lmdbstate.errors import ReadOnlyStoreError, StoreError, StoreInUseError
 from lmdbstate.lmdbfile import mirror_meta
 from lmdbstate.memory import MEMORY_PATH
 from lmdbstate.retention import RetentionPolicy
+
+from .conftest import invoke_on
 
 SIZES = (64, 1024, 8192, 60_000)  # inline values, a few pages, and overflow runs
 STAGING = "compact.tmp"
@@ -65,6 +66,7 @@ HOLDER = textwrap.dedent(
         sys.stdin.read()
     """
 )
+
 
 # Imports first and says "ready"; opens the store on "open" (here it blocks while a compaction
 # holds the lock) and says "opened"; on "go" reads every checkpoint, puts three of its own, and
@@ -750,22 +752,13 @@ def runner() -> CliRunner:
     return CliRunner(env={"COLUMNS": "120", "LMDBSTATE_PATH": None, "LMDBSTATE_DEBUG": None})
 
 
-def invoke(runner: CliRunner, store: Path, *args: str) -> Result:
-    result = runner.invoke(app, ["--store", str(store), *args])
-    for text in (result.output, result.stdout, result.stderr):
-        assert "Traceback" not in text
-    if result.exception is not None:
-        assert isinstance(result.exception, SystemExit), repr(result.exception)
-    return result
-
-
 def test_cli_compact_in_place(tmp_path: Path, runner: CliRunner) -> None:
     path = tmp_path / "store"
     with filled_then_thinned(path) as store:
         kept = digests(store)
     before = os.path.getsize(path / "data.mdb")
 
-    result = invoke(runner, path, "compact")
+    result = invoke_on(runner, path, "compact")
 
     assert result.exit_code == 0, result.output
     assert result.stderr == ""
@@ -786,7 +779,7 @@ def test_cli_compact_to_dest_as_json_while_another_process_has_the_store_open(
         kept = digests(store)
     original = sha256(path / "data.mdb")
     with held_open(path, readonly=False):
-        result = invoke(runner, path, "compact", "--dest", str(dest), "--json")
+        result = invoke_on(runner, path, "compact", "--dest", str(dest), "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert set(report) == {"path", "file_bytes_before", "file_bytes_after", "live_bytes", "seconds"}
@@ -805,7 +798,7 @@ def test_cli_compact_refused_while_another_process_has_the_store_open(
     filled_then_thinned(path).close()
     original = sha256(path / "data.mdb")
     with held_open(path, readonly=True) as holder:
-        result = invoke(runner, path, "compact")
+        result = invoke_on(runner, path, "compact")
     assert result.exit_code == 1
     assert result.stdout == ""
     lines = result.stderr.splitlines()
@@ -818,7 +811,7 @@ def test_cli_compact_refused_while_another_process_has_the_store_open(
 
 
 def test_cli_compact_of_a_missing_store_creates_nothing(tmp_path: Path, runner: CliRunner) -> None:
-    result = invoke(runner, tmp_path / "nowhere", "compact")
+    result = invoke_on(runner, tmp_path / "nowhere", "compact")
     assert result.exit_code == 1
     assert result.stderr.startswith("error: no store at ")
     assert not (tmp_path / "nowhere").exists()

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner, Result
+from typer.testing import CliRunner
 
 from lmdbstate import (
     CheckpointInfo,
@@ -32,7 +32,6 @@ from lmdbstate import (
     collector,
     retention,
 )
-from lmdbstate.cli import app
 from lmdbstate.collector import collect
 from lmdbstate.config import ENV_VARIABLES
 from lmdbstate.keys import checkpoint_key, encode_workflow_id
@@ -41,6 +40,7 @@ from lmdbstate.models import Status
 from lmdbstate.records import HEADER_SIZE
 from lmdbstate.retention import FINISHED
 
+from .conftest import invoke_on
 from .damage import raw_get, raw_put
 
 SECOND = 10**9
@@ -53,6 +53,8 @@ ORDER = (
     "run-a", "done", "run-b", "run-a", "failed", "done", "run-a", "run-b", "done", "failed",
     "run-a", "done", "run-b", "run-a", "cancelled",
 )  # fmt: skip
+
+
 FINISHED_AS: dict[str, Status] = {"done": "completed", "failed": "failed", "cancelled": "cancelled"}
 EVERYTHING = {
     "run-a": [1, 2, 3, 4, 5], "run-b": [1, 2, 3], "done": [1, 2, 3, 4], "failed": [1, 2],
@@ -812,15 +814,6 @@ def runner() -> CliRunner:
     return CliRunner(env={"COLUMNS": "120", "LMDBSTATE_DEBUG": None} | dict.fromkeys(ENV_VARIABLES))
 
 
-def invoke(runner: CliRunner, store: Path, *args: str) -> Result:
-    result = runner.invoke(app, ["--store", str(store), *args])
-    for text in (result.output, result.stdout, result.stderr):
-        assert "Traceback" not in text
-    if result.exception is not None:
-        assert isinstance(result.exception, SystemExit), repr(result.exception)
-    return result
-
-
 @pytest.fixture
 def closed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A closed, populated store; the working directory is an empty one (no config file)."""
@@ -837,7 +830,7 @@ def test_cli_dry_run_json(runner: CliRunner, closed: Path) -> None:
     with CheckpointStore(closed, readonly=True) as store:
         before = contents(store)
     digest = file_hash(closed)
-    result = invoke(runner, closed, "gc", "--keep-last", "1", "--dry-run", "--json")
+    result = invoke_on(runner, closed, "gc", "--keep-last", "1", "--dry-run", "--json")
     assert result.exit_code == 0, result.output
     assert result.stderr == ""
     report = json.loads(result.stdout)
@@ -871,7 +864,7 @@ def test_cli_dry_run_json(runner: CliRunner, closed: Path) -> None:
 )
 def test_cli_bad_bounds_are_usage_errors(runner: CliRunner, closed: Path, args: list[str]) -> None:
     digest = file_hash(closed)
-    result = invoke(runner, closed, "gc", *args)
+    result = invoke_on(runner, closed, "gc", *args)
     assert result.exit_code == 2
     assert result.stdout == ""
     lines = result.stderr.splitlines()
@@ -883,13 +876,13 @@ def test_cli_bad_bounds_are_usage_errors(runner: CliRunner, closed: Path, args: 
 def test_cli_gc_deletes(runner: CliRunner, closed: Path) -> None:
     with CheckpointStore(closed, readonly=True) as store:
         before = contents(store)
-    result = invoke(runner, closed, "gc", "--keep-last", "2")
+    result = invoke_on(runner, closed, "gc", "--keep-last", "2")
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("deleted 6 checkpoints (6 by keep_last; ")
     with CheckpointStore(closed, readonly=True) as store:
         assert seqs(store) == CASES["keep_last"].kept
         assert store.verify().ok
-    result = invoke(runner, closed, "gc", "--keep-last", "1", "--json")
+    result = invoke_on(runner, closed, "gc", "--keep-last", "1", "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert (report["dry_run"], report["checkpoints_removed"]) == (False, 4)
@@ -900,14 +893,14 @@ def test_cli_gc_deletes(runner: CliRunner, closed: Path) -> None:
 
 
 def test_cli_gc_and_stats_take_the_configured_policy(runner: CliRunner, closed: Path) -> None:
-    result = invoke(runner, closed, "stats", "--json")
+    result = invoke_on(runner, closed, "stats", "--json")
     assert json.loads(result.stdout)["gc_preview"] is None
     Path("lmdbstate.toml").write_text('retention_max_size = "20KiB"\nretention_keep_last = 2\n')
     policy = RetentionPolicy(max_size=20 * 1024, keep_last=2)
     with CheckpointStore(closed, readonly=True) as store:
         expected = store.gc(policy, dry_run=True)
     assert expected.checkpoints_removed > 0
-    result = invoke(runner, closed, "stats", "--json")
+    result = invoke_on(runner, closed, "stats", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["gc_preview"] == {
         "checkpoints": expected.checkpoints_removed,
@@ -916,7 +909,7 @@ def test_cli_gc_and_stats_take_the_configured_policy(runner: CliRunner, closed: 
         "live_bytes_after": expected.live_bytes_after,
         "over_cap": expected.over_cap,
     }
-    result = invoke(runner, closed, "gc", "--json")
+    result = invoke_on(runner, closed, "gc", "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["by_rule"]["keep_last"] == 6

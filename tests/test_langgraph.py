@@ -58,6 +58,20 @@ def record_key(thread_id: str, checkpoint_id: str, checkpoint_ns: str = "", writ
     return workflow.encode() + b"\x00" + seq.to_bytes(8, "big")
 
 
+class SerdeLoads:
+    """Counts the states the saver decodes (its serde's ``loads_typed`` calls)."""
+
+    def __init__(self, saver: LmdbSaver, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        original = saver.serde.loads_typed
+
+        def counting(data: tuple[str, bytes]) -> Any:
+            self.count += 1
+            return original(data)
+
+        monkeypatch.setattr(saver.serde, "loads_typed", counting)
+
+
 def put(saver: LmdbSaver, thread_id: str, parent: str | None = None, **metadata: Any) -> str:
     config = generate_config(thread_id, checkpoint_id=parent)
     checkpoint = generate_checkpoint(channel_values={"n": len(metadata)}, channel_versions={"n": 1})
@@ -292,19 +306,11 @@ def test_list_reads_no_more_than_it_returns(
     ids: list[str] = []
     for step in range(100):
         ids.append(put(saver, "t", ids[-1] if ids else None, step=step))
-    loads = 0
-    original = saver.serde.loads_typed
-
-    def counting(data: tuple[str, bytes]) -> Any:
-        nonlocal loads
-        loads += 1
-        return original(data)
-
-    monkeypatch.setattr(saver.serde, "loads_typed", counting)
+    loads = SerdeLoads(saver, monkeypatch)
     before = generate_config("t", checkpoint_id=ids[60])
     found = list(saver.list(generate_config("t"), before=before, limit=5))
     assert [t.checkpoint["id"] for t in found] == ids[55:60][::-1]
-    assert loads == 5
+    assert loads.count == 5
     assert saver.get_tuple(generate_config("t")).checkpoint["id"] == ids[-1]  # type: ignore[union-attr]
     found = list(saver.list(generate_config("t"), filter={"step": 7}))
     assert [t.metadata["step"] for t in found] == [7]
@@ -346,28 +352,20 @@ def test_list_decodes_only_what_it_returns_and_honours_before_with_an_id(
         ids[namespace] = saver.put(config, checkpoint, generate_metadata(), {"n": 1})[
             "configurable"
         ]["checkpoint_id"]
-    loads = 0
-    original = saver.serde.loads_typed
-
-    def counting(data: tuple[str, bytes]) -> Any:
-        nonlocal loads
-        loads += 1
-        return original(data)
-
-    monkeypatch.setattr(saver.serde, "loads_typed", counting)
+    loads = SerdeLoads(saver, monkeypatch)
     thread: Any = {"configurable": {"thread_id": "t"}}
     (newest,) = saver.list(thread, limit=1)
     assert newest.checkpoint["id"] == ids["c:1"]
-    assert loads == 1
+    assert loads.count == 1
 
     async def first_of_alist() -> str:
         async for found in saver.alist(thread):
             return str(found.checkpoint["id"])
         raise AssertionError("nothing listed")
 
-    loads = 0
+    loads.count = 0
     assert asyncio.run(first_of_alist()) == ids["c:1"]
-    assert loads == 1
+    assert loads.count == 1
     by_id: Any = {"configurable": {"thread_id": "t", "checkpoint_id": ids["b:1"]}}
     assert [t.config["configurable"]["checkpoint_ns"] for t in saver.list(by_id)] == ["b:1"]
     before = generate_config("t", checkpoint_id=ids["a:1"])
