@@ -28,10 +28,9 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from itertools import islice, pairwise
 
 from . import records
-from .errors import IntegrityError, LmdbStateError, StoreCorruptedError
+from .errors import IntegrityError, LmdbStateError
 from .index import (
     NEWEST_PARENT,
     RETENTION_FOLLOWS,
@@ -290,16 +289,10 @@ def _checkpoint_headers(
     txn: ViewTxn, low: bytes, high: bytes
 ) -> tuple[list[CheckpointEntry], bytes | None]:
     """Seq, creation time and size of up to ``_READ_CHUNK`` records; bodies are not read."""
-    items = [
-        (key, created_ns_of(view) or 0, len(view))
-        for key, view in islice(txn.scan(CKPT, low, high), _READ_CHUNK)
+    items = scan_chunk(txn, CKPT, low, high, False, _READ_CHUNK)
+    entries = [
+        CheckpointEntry(seq_of(key), created_ns_of(view) or 0, len(view)) for key, view in items
     ]
-    if items and (items[0][0] < low or any(a[0] >= b[0] for a, b in pairwise(items))):
-        raise StoreCorruptedError(
-            "the keys of the 'ckpt' table are out of order: the store's file is damaged",
-            hint="`lmdbstate verify` finds the damaged pages",
-        )
-    entries = [CheckpointEntry(seq_of(key), created, size) for key, created, size in items]
     return entries, items[-1][0] if items else None
 
 

@@ -39,7 +39,7 @@ from .errors import (
 )
 from .group import GroupCommitter, Item, Outcome
 from .kv import META, TABLES, ReadTxn, StorageInfo, ViewTxn, WriteTxn
-from .lmdbfile import LOCK_FILE, DataFile, lock_holders, mirror_meta, preflight
+from .lmdbfile import DATA_FILE, LOCK_FILE, DataFile, lock_holders, mirror_meta, preflight
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -53,7 +53,6 @@ DEFAULT_MAX_READERS = 126  # LMDB's own default
 MIN_MAP_SIZE = 64 * 1024
 DURABILITIES = ("sync", "group", "async")
 _MAX_DBS = 8  # the four tables, and room for later ones
-_DATA_FILE = "data.mdb"
 _SNAPSHOT_ATTEMPTS = 50  # tries to read a meta page naming the transaction just begun
 _RESIZE_ATTEMPTS = 100  # opening races other processes' map growth; each retry sees it
 _STAGING = "compact.tmp"  # where compaction writes its copy, inside the store's directory
@@ -423,10 +422,10 @@ class _SharedEnv:
             # No commit can land meanwhile: this process holds the write lock, and no other
             # process has the store open.
             self.env.copy(staging, compact=True)
-            copied = os.path.join(staging, _DATA_FILE)
-            keep_access(os.path.join(self.path, _DATA_FILE), copied)
+            copied = os.path.join(staging, DATA_FILE)
+            keep_access(os.path.join(self.path, DATA_FILE), copied)
             mirror_meta(copied, txnid)
-            os.replace(copied, os.path.join(self.path, _DATA_FILE))
+            os.replace(copied, os.path.join(self.path, DATA_FILE))
             fsync_directory(self.path)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -508,7 +507,7 @@ class _SharedEnv:
         pages = 2 + main_pages + self.run_read(_LmdbTxn.table_pages, ())
         return StorageInfo(
             live_bytes=pages * page_size,
-            file_bytes=os.path.getsize(os.path.join(self.path, _DATA_FILE)),
+            file_bytes=os.path.getsize(os.path.join(self.path, DATA_FILE)),
             map_size=info["map_size"],
             max_map_size=max(self.max_map_size, info["map_size"]),
             page_size=page_size,
@@ -610,7 +609,7 @@ def _check_location(path: str, readonly: bool) -> None:
             path=path,
             hint="a store is a directory holding data.mdb and lock.mdb",
         )
-    if readonly and not os.path.isfile(os.path.join(path, _DATA_FILE)):
+    if readonly and not os.path.isfile(os.path.join(path, DATA_FILE)):
         raise StoreNotFoundError(f"no store at {path}", path=path)
 
 
@@ -638,7 +637,7 @@ def _acquire(path: str, options: EnvOptions) -> _SharedEnv:
                 )
         else:
             _check_location(path, options.readonly)
-            if os.path.exists(os.path.join(path, _DATA_FILE)):
+            if os.path.exists(os.path.join(path, DATA_FILE)):
                 # Before LMDB maps the file: damage it would crash on becomes a typed error.
                 preflight(path)
             with translated_errors(path):
@@ -773,8 +772,8 @@ class LmdbBackend:
         with translated_errors(self.location):
             shared.env.copy(dest, compact=True)
         try:
-            keep_access(os.path.join(self.location, _DATA_FILE), os.path.join(dest, _DATA_FILE))
-            fd = os.open(os.path.join(dest, _DATA_FILE), os.O_RDONLY | os.O_CLOEXEC)
+            keep_access(os.path.join(self.location, DATA_FILE), os.path.join(dest, DATA_FILE))
+            fd = os.open(os.path.join(dest, DATA_FILE), os.O_RDONLY | os.O_CLOEXEC)
             try:
                 os.fsync(fd)
             finally:

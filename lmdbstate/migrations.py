@@ -31,10 +31,9 @@ from .errors import (
     ConfigError,
     LmdbStateError,
     MigrationError,
-    StoreCorruptedError,
     UnsupportedFormatError,
 )
-from .kv import CKPT, META, TABLES, Backend, ReadTxn, WriteTxn
+from .kv import CKPT, META, TABLES, Backend, ReadTxn, WriteTxn, scan_chunk
 from .memory import MemoryBackend
 from .models import StoreMigrationReport, StoreStep
 
@@ -52,6 +51,7 @@ LAST_WRITER = b"last_writer"
 StoreUpgrade = Callable[[WriteTxn], None]
 StateUpgrade = Callable[[Any], Any]
 F = TypeVar("F", bound=Callable[..., Any])
+_COPY_CHUNK = 1024  # items read, and checked for key order, at a time while copying a store
 
 _store_upgrades: dict[int, StoreUpgrade] = {}
 _state_upgrades: dict[str, dict[int, StateUpgrade]] = {}
@@ -301,15 +301,13 @@ def _every_table(txn: ReadTxn) -> tuple[dict[str, list[tuple[bytes, bytes]]], in
     tables: dict[str, list[tuple[bytes, bytes]]] = {}
     for table in TABLES:
         items = tables[table] = []
-        for key, value in txn.scan(table):
-            # A damaged branch page can send a cursor back to keys already read, forever.
-            if items and key <= items[-1][0]:
-                raise StoreCorruptedError(
-                    f"the keys of the {table!r} table are out of order: the store's file is "
-                    f"damaged",
-                    hint="`lmdbstate recover SRC DEST` copies every intact checkpoint",
-                )
-            items.append((key, value))
+        low = b""
+        while True:  # in chunks, each checked for key order (a damaged page can loop a cursor)
+            chunk = scan_chunk(txn, table, low, None, False, _COPY_CHUNK)
+            items.extend(chunk)
+            if len(chunk) < _COPY_CHUNK:
+                break
+            low = chunk[-1][0] + b"\x00"
     return tables, read_format(txn)
 
 

@@ -68,7 +68,7 @@ from .keys import (
     workflow_bounds,
 )
 from .kv import AGE, CKPT, META, WF, Backend, ReadTxn, ViewTxn, WriteTxn, scan_chunk
-from .lmdbfile import DataFile
+from .lmdbfile import DATA_FILE, DataFile
 from .memory import MEMORY_PATH, MemoryBackend
 from .migrations import STORE_FORMAT
 from .models import (
@@ -1008,7 +1008,7 @@ class CheckpointStore:
         else:
             target = os.fspath(dest)
             self._backend.copy_to(target)
-            after = os.path.getsize(os.path.join(target, "data.mdb"))
+            after = os.path.getsize(os.path.join(target, DATA_FILE))
         return CompactReport(
             path=target,
             file_bytes_before=before.file_bytes,
@@ -1265,7 +1265,7 @@ def migrate_store(
     """
     location = os.fspath(path)
     # A missing store is reported (read-only opens require one), never created.
-    missing = not os.path.isfile(os.path.join(location, "data.mdb"))
+    missing = not os.path.isfile(os.path.join(location, DATA_FILE))
     backend = LmdbBackend(location, EnvOptions(readonly=check or missing))
     try:
         found = backend.read(migrations.read_format)
