@@ -8,7 +8,7 @@ STAMP_BENCH := $(VENV)/.installed-bench
 STORE ?= .lmdbstate
 BENCH_ARGS ?=
 
-.PHONY: demo test lint tests bench clean
+.PHONY: demo test lint tests bench clean postgres-binaries
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python >= 3.11 is needed")'
@@ -36,14 +36,25 @@ lint: $(STAMP_DEV)
 	$(BIN)/ruff format --check lmdbstate tests benchmarks examples
 	$(BIN)/mypy
 
-tests: $(STAMP_DEV)
+# The tests start a throwaway PostgreSQL server (tests/pgserver.py): install its binaries
+# (Debian's postgresql package) when the machine has none.
+postgres-binaries:
+	@if command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; \
+	then echo "PostgreSQL server binaries: found"; \
+	else echo "PostgreSQL server binaries: installing Debian's postgresql"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends postgresql; \
+	fi
+
+tests: $(STAMP_DEV) postgres-binaries
 	$(BIN)/pytest --cov --cov-report=term
 
 test: lint tests
 
 # Writes docs/benchmarks.md and docs/benchmarks.png (under 10 minutes); BENCH_ARGS=--quick
 # for a smoke run, BENCH_ARGS=overhead for lmdbstate against bare py-lmdb alone.
-bench: $(STAMP_BENCH)
+bench: $(STAMP_BENCH) postgres-binaries
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 	$(BIN)/python -m benchmarks.langgraph_saver
 

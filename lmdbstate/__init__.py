@@ -25,6 +25,7 @@ from .errors import (
     SequenceConflictError,
     StepFailedError,
     StoreClosedError,
+    StoreConnectionError,
     StoreCorruptedError,
     StoreDiskFullError,
     StoreError,
@@ -44,6 +45,7 @@ from .models import (
     Checkpoint,
     CheckpointInfo,
     CompactReport,
+    CopyReport,
     DamagedRecord,
     ExportReport,
     GcDeletion,
@@ -68,6 +70,7 @@ from .policy import Policy
 from .retention import RetentionPolicy
 from .runner import Checkpointer, RunResult, Step, StepRecord, Workflow, resume, run
 from .store import Batch, CheckpointStore, migrate_store, recover
+from .transfer import copy_store
 
 try:
     __version__ = _metadata.version("lmdbstate")
@@ -87,6 +90,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "ConfigWatcher",
+    "CopyReport",
     "DamagedRecord",
     "DefinitionChangedError",
     "ExportReport",
@@ -123,6 +127,7 @@ __all__ = [
     "StepFailedError",
     "StepRecord",
     "StoreClosedError",
+    "StoreConnectionError",
     "StoreCorruptedError",
     "StoreDiskFullError",
     "StoreError",
@@ -142,6 +147,7 @@ __all__ = [
     "WorkflowNotFoundError",
     "WorkflowRecovery",
     "__version__",
+    "copy_store",
     "export_jsonl",
     "import_jsonl",
     "import_legacy",

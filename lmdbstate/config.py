@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import Any, Literal, get_args
 
+from .backends import is_url
 from .env import DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE, DURABILITIES, MIN_MAP_SIZE
 from .errors import ConfigError
 from .memory import MEMORY_PATH
@@ -231,7 +232,10 @@ _OPTIONAL_DURATION = _Setting(
 )
 _SETTINGS: dict[str, _Setting] = {
     "path": _Setting(
-        "a non-empty path", lambda value: isinstance(value, str) and value != "", _same, _path_value
+        "a non-empty path or postgresql:// URL",
+        lambda value: isinstance(value, str) and value != "",
+        _same,
+        _path_value,
     ),
     "enabled": _Setting("true or false", lambda value: type(value) is bool, _bool_text),
     "durability": _Setting(
@@ -467,7 +471,7 @@ def load_config(
             raise _unknown(name, "the arguments")
         take(name, "argument", _read(name, "argument", _SETTINGS[name].from_value, raw))
     path = values.get("path", DEFAULT_PATH)
-    if isinstance(path, str) and path not in ("", MEMORY_PATH):
+    if isinstance(path, str) and path not in ("", MEMORY_PATH) and not is_url(path):
         values["path"] = os.path.join(directory, path)
     return replace(Config(), **values, sources=MappingProxyType(sources))
 

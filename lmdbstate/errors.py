@@ -34,7 +34,8 @@ LmdbStateError
     ├── ReadOnlyStoreError
     ├── StoreClosedError
     ├── ForkedStoreError
-    └── StoreInUseError
+    ├── StoreInUseError
+    └── StoreConnectionError             the PostgreSQL server cannot be reached, or went away
 ```
 """
 
@@ -362,6 +363,16 @@ class StoreInUseError(StoreError):
     """The store is already open in this process with options that cannot be shared."""
 
     hint = "open the store once per process with the same options, and share that object"
+
+
+class StoreConnectionError(StoreError):
+    """The PostgreSQL server of the store cannot be reached, or the connection was lost.
+
+    Nothing was written, unless the message says the connection was lost during the commit
+    itself; the next call connects again.
+    """
+
+    hint = "check that the server is up and reachable (host, port, credentials); then retry"
 
 
 def _short_repr(value: object, limit: int = 60) -> str:

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 
 from . import codec, records
+from .backends import path_beside
 from .errors import CodecError, IntegrityError, StoreCorruptedError
 from .index import DELETED_NS, WorkflowEntry, created_ns_of, workflow_id_of
 from .keys import SEQ_BYTES, age_key, seq_of, split_age_key, workflow_bounds
@@ -373,8 +373,7 @@ def repair(backend: Backend, *, backup_dir: str | None) -> RepairReport:
 def default_backup_dir(store_path: str) -> str:
     """A new directory beside the store, named after it and the current UTC time."""
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
-    parent, name = os.path.split(store_path.rstrip(os.sep))
-    return os.path.join(parent, f"{name}.backup-{stamp}")
+    return path_beside(store_path, f".backup-{stamp}")
 
 
 @dataclass

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import islice, pairwise
-from typing import Protocol, TypeVar, TypeVarTuple
+from typing import Protocol, TypeVar, TypeVarTuple, runtime_checkable
 
 from .errors import StoreCorruptedError
 
@@ -130,6 +130,19 @@ class Backend(Protocol):
         ...
 
 
+@runtime_checkable
+class GroupedBackend(Backend, Protocol):
+    """A backend that can commit concurrent writes together (``durability="group"``)."""
+
+    def write_grouped(self, fn: Callable[[WriteTxn], T]) -> T:
+        """Run ``fn(txn)`` in a write transaction shared with other threads' grouped writes.
+
+        Returns once that transaction has committed. ``fn`` raises lmdbstate's errors only
+        before its first write (see ``group``).
+        """
+        ...
+
+
 class Scanner(Protocol[V_co]):
     """A transaction's ``scan``: ``ReadTxn`` gives bytes values, ``ViewTxn`` views."""
 
@@ -159,3 +172,50 @@ def scan_chunk(
             "copies every intact checkpoint into a new store",
         )
     return items
+
+
+COPY_CHUNK = 512
+"""Items read per scan query and written per write transaction when copying tables."""
+
+
+def table_chunks(txn: ReadTxn, table: str) -> Iterator[list[tuple[bytes, bytes]]]:
+    """Every item of ``table`` in key order, in lists of up to ``COPY_CHUNK``.
+
+    Each chunk is checked for key order (``scan_chunk``): a damaged page cannot loop a copy.
+    """
+    low = b""
+    while True:
+        chunk = scan_chunk(txn, table, low, None, False, COPY_CHUNK)
+        if chunk:
+            yield chunk
+        if len(chunk) < COPY_CHUNK:
+            return
+        low = chunk[-1][0] + b"\x00"
+
+
+def put_items(txn: WriteTxn, table: str, items: list[tuple[bytes, bytes]]) -> None:
+    """Store every ``(key, value)`` of ``items`` in ``table``."""
+    for key, value in items:
+        txn.put(table, key, value)
+
+
+def copy_tables(
+    txn: ReadTxn, dest: Backend, progress: Callable[[int], None] | None = None
+) -> dict[str, int]:
+    """Copy every table of ``txn``'s snapshot into ``dest``, byte for byte; items per table.
+
+    ``dest`` receives one write transaction per chunk: run this inside one read transaction of
+    the source, so that the copy is one snapshot whatever is committed meanwhile.
+    ``progress`` is called with the number of items copied so far after each chunk.
+    """
+    copied: dict[str, int] = {}
+    total = 0
+    for table in TABLES:
+        copied[table] = 0
+        for chunk in table_chunks(txn, table):
+            dest.write(put_items, table, chunk)
+            copied[table] += len(chunk)
+            total += len(chunk)
+            if progress is not None:
+                progress(total)
+    return copied

@@ -17,7 +17,7 @@ from typing import TypeVar, TypeVarTuple
 
 from .env import EnvOptions, LmdbBackend, require_new_directory
 from .errors import ReadOnlyStoreError, StoreClosedError
-from .kv import TABLES, ReadTxn, StorageInfo, ViewTxn, WriteTxn
+from .kv import TABLES, ReadTxn, StorageInfo, ViewTxn, WriteTxn, copy_tables
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -273,17 +273,11 @@ class MemoryBackend:
         Raises:
             StoreError: ``dest`` exists and is not an empty directory, or the copy failed.
         """
-        with self._lock:
-            self._check_open()
-            # The values are immutable bytes: copying the lists of references is a snapshot.
-            snapshot = [
-                (name, [(key, table.values[key]) for key in table.keys])
-                for name, table in self._tables.items()
-            ]
+        self._check_open()
         require_new_directory(dest)
         copy = LmdbBackend(dest, EnvOptions())
         try:
-            copy.write(_put_all, snapshot)
+            self.read(copy_tables, copy)  # the lock held throughout: one snapshot
         finally:
             copy.close()
 
@@ -295,9 +289,3 @@ class MemoryBackend:
                 table.values.clear()
                 table.keys.clear()
             self._live_bytes = 0
-
-
-def _put_all(txn: WriteTxn, snapshot: list[tuple[str, list[tuple[bytes, bytes]]]]) -> None:
-    for name, items in snapshot:
-        for key, value in items:
-            txn.put(name, key, value)

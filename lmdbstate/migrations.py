@@ -27,13 +27,14 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from . import codec
+from .backends import path_beside
 from .errors import (
     ConfigError,
     LmdbStateError,
     MigrationError,
     UnsupportedFormatError,
 )
-from .kv import CKPT, META, TABLES, Backend, ReadTxn, WriteTxn, scan_chunk
+from .kv import CKPT, META, TABLES, Backend, ReadTxn, WriteTxn, put_items, table_chunks
 from .memory import MemoryBackend
 from .models import StoreMigrationReport, StoreStep
 
@@ -51,8 +52,6 @@ LAST_WRITER = b"last_writer"
 StoreUpgrade = Callable[[WriteTxn], None]
 StateUpgrade = Callable[[Any], Any]
 F = TypeVar("F", bound=Callable[..., Any])
-_COPY_CHUNK = 1024  # items read, and checked for key order, at a time while copying a store
-
 _store_upgrades: dict[int, StoreUpgrade] = {}
 _state_upgrades: dict[str, dict[int, StateUpgrade]] = {}
 
@@ -286,7 +285,7 @@ def upgraded_copy(backend: Backend, found: int) -> MemoryBackend:
     copy = MemoryBackend()
     copy.location = backend.location
     for table, items in tables.items():
-        copy.write(_put_all, table, items)
+        copy.write(put_items, table, items)
     for step in steps:
         copy.write(_apply_step, step, _store_upgrades[step.from_version], "in memory")
     copy.readonly = True
@@ -300,20 +299,8 @@ def upgraded_copy(backend: Backend, found: int) -> MemoryBackend:
 def _every_table(txn: ReadTxn) -> tuple[dict[str, list[tuple[bytes, bytes]]], int | None]:
     tables: dict[str, list[tuple[bytes, bytes]]] = {}
     for table in TABLES:
-        items = tables[table] = []
-        low = b""
-        while True:  # in chunks, each checked for key order (a damaged page can loop a cursor)
-            chunk = scan_chunk(txn, table, low, None, False, _COPY_CHUNK)
-            items.extend(chunk)
-            if len(chunk) < _COPY_CHUNK:
-                break
-            low = chunk[-1][0] + b"\x00"
+        tables[table] = [item for chunk in table_chunks(txn, table) for item in chunk]
     return tables, read_format(txn)
-
-
-def _put_all(txn: WriteTxn, table: str, items: list[tuple[bytes, bytes]]) -> None:
-    for key, value in items:
-        txn.put(table, key, value)
 
 
 def last_writer(txn: ReadTxn) -> str | None:
@@ -335,10 +322,7 @@ def default_backup_dir(path: str, found: int) -> str:
     the same name.
     """
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    base = os.path.join(
-        os.path.dirname(path),
-        f"{os.path.basename(path)}.format{found}-backup-{stamp}-{os.getpid()}",
-    )
+    base = path_beside(path, f".format{found}-backup-{stamp}-{os.getpid()}")
     candidate, n = base, 1
     while os.path.exists(candidate):  # this process upgraded (and failed) within the second
         n += 1

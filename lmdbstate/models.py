@@ -223,6 +223,19 @@ class CompactReport:
 
 
 @dataclass(frozen=True, slots=True)
+class CopyReport:
+    """What ``copy_store()`` copied."""
+
+    source: str
+    dest: str
+    workflows: int
+    checkpoints: int
+    items: int
+    """Every key copied, index entries and ``meta`` included."""
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class StoreStep:
     """One registered upgrade of the store format."""
 

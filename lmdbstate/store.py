@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import Any, TypeVar, TypeVarTuple
 
 from . import codec, collector, integrity, keyed, migrations, records
+from .backends import is_url, open_backend
 from .env import (
     DEFAULT_MAP_SIZE,
     DEFAULT_MAX_MAP_SIZE,
@@ -29,7 +30,6 @@ from .env import (
     DURABILITIES,
     MIN_MAP_SIZE,
     EnvOptions,
-    LmdbBackend,
     require_new_directory,
 )
 from .errors import (
@@ -67,9 +67,19 @@ from .keys import (
     validate_seq,
     workflow_bounds,
 )
-from .kv import AGE, CKPT, META, WF, Backend, ReadTxn, ViewTxn, WriteTxn, scan_chunk
+from .kv import (
+    AGE,
+    CKPT,
+    META,
+    WF,
+    Backend,
+    GroupedBackend,
+    ReadTxn,
+    ViewTxn,
+    WriteTxn,
+    scan_chunk,
+)
 from .lmdbfile import DATA_FILE, DataFile
-from .memory import MEMORY_PATH, MemoryBackend
 from .migrations import STORE_FORMAT
 from .models import (
     STATUSES,
@@ -345,13 +355,15 @@ class Batch:
 
 
 class CheckpointStore:
-    """Checkpoints keyed by (workflow id, seq) in one LMDB environment.
+    """Checkpoints keyed by (workflow id, seq) in one LMDB environment (or PostgreSQL schema).
 
     Args:
         path: the store's directory; created on first writable open. ``":memory:"``
             (``MEMORY_PATH``) keeps the store in this process's memory instead: each such store
             is fresh and private, and is gone when closed; ``durability`` and the map sizes are
-            then checked but have no effect.
+            then checked but have no effect. A ``postgresql://`` URL keeps it in a PostgreSQL
+            schema (``?schema=name``, default ``lmdbstate``), shared by every host that opens
+            the URL; the map sizes and ``max_readers`` then have no effect (docs/backends.md).
         durability: ``"sync"`` (every commit flushed to disk before ``put`` returns),
             ``"group"`` (as ``"sync"``, but ``put`` calls made concurrently by this process's
             threads share one transaction and one flush; each returns once its own checkpoint
@@ -413,17 +425,13 @@ class CheckpointStore:
             raise ConfigError(f"retention must be a RetentionPolicy or None, not {retention!r}")
         self._retention = retention
         self._durability: Durability = durability
-        self._backend: Backend
-        if os.fspath(path) == MEMORY_PATH:
-            self._backend = MemoryBackend(readonly=readonly)
-        else:
-            options = EnvOptions(durability, readonly, map_size, max_map_size, max_readers)
-            self._backend = LmdbBackend(path, options)
+        options = EnvOptions(durability, readonly, map_size, max_map_size, max_readers)
+        self._backend: Backend = open_backend(path, options)
         # In memory there is no flush to share: "group" is then plain puts. A read-only store's
         # puts go to ``write``, which refuses them.
         self._grouped = (
             self._backend.write_grouped
-            if durability == "group" and not readonly and isinstance(self._backend, LmdbBackend)
+            if durability == "group" and not readonly and isinstance(self._backend, GroupedBackend)
             else None
         )
         try:
@@ -1228,6 +1236,13 @@ def recover(source: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Rec
         StoreError: ``dest`` exists and is not empty, or is the source.
     """
     source_path, dest_path = os.fspath(source), os.fspath(dest)
+    if is_url(source_path) or is_url(dest_path):
+        raise StoreError(
+            "recover reads an LMDB store's file page by page into a new LMDB directory; a "
+            "PostgreSQL store has no such file",
+            hint="on PostgreSQL, `lmdbstate verify` finds damaged records and `lmdbstate repair` "
+            "removes them; `lmdbstate copy` moves a recovered store to PostgreSQL",
+        )
     require_new_directory(dest_path)
     source_dir = source_path if os.path.isdir(source_path) else os.path.dirname(source_path)
     if os.path.realpath(source_dir) == os.path.realpath(dest_path):
@@ -1265,8 +1280,12 @@ def migrate_store(
     """
     location = os.fspath(path)
     # A missing store is reported (read-only opens require one), never created.
-    missing = not os.path.isfile(os.path.join(location, DATA_FILE))
-    backend = LmdbBackend(location, EnvOptions(readonly=check or missing))
+    if is_url(location):
+        open_backend(location, EnvOptions(readonly=True)).close()
+        missing = False
+    else:
+        missing = not os.path.isfile(os.path.join(location, DATA_FILE))
+    backend = open_backend(location, EnvOptions(readonly=check or missing))
     try:
         found = backend.read(migrations.read_format)
         if found is None:

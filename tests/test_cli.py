@@ -42,8 +42,9 @@ from .workflows import SIMPLE, STEPS, initial, prefix_states
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
 COMMANDS = (
-    "list", "show", "history", "stats", "delete", "verify", "repair", "backup", "gc", "compact",
-    "recover", "export", "import", "import-legacy", "migrate", "run", "resume", "config", "demo",
+    "list", "show", "history", "stats", "delete", "verify", "repair", "backup", "copy", "gc",
+    "compact", "recover", "export", "import", "import-legacy", "migrate", "run", "resume",
+    "config", "demo",
 )  # fmt: skip
 
 STATE_1 = {"n": 1}

@@ -42,6 +42,7 @@ from ..policy import Policy
 from ..retention import RetentionPolicy
 from ..store import DEFAULT_PATH, CheckpointStore, migrate_store
 from ..store import recover as recover_store
+from ..transfer import copy_store
 from . import render
 
 EXIT_ERROR = 1
@@ -69,12 +70,12 @@ class StatusName(enum.StrEnum):
 
 
 StorePath = Annotated[
-    Path,
+    str,
     typer.Option(
         "--store",
         "-s",
         envvar="LMDBSTATE_PATH",
-        help="The store directory.",
+        help="The store directory, or a postgresql:// URL (see docs/backends.md).",
         show_default=True,
     ),
 ]
@@ -97,7 +98,7 @@ def _show_version(value: bool) -> None:
 @app.callback()
 def root(
     ctx: typer.Context,
-    store: StorePath = Path(DEFAULT_PATH),
+    store: StorePath = DEFAULT_PATH,
     version: Annotated[
         bool,
         typer.Option(
@@ -172,11 +173,11 @@ def _store_source(ctx: typer.Context) -> str:
     return "DEFAULT" if source is None else source.name
 
 
-def _store_path(ctx: typer.Context) -> Path:
+def _store_path(ctx: typer.Context) -> str:
     # The configuration is read only when no store was named: a broken config file does not
     # stop the commands that name theirs.
-    path: Path = ctx.obj
-    return Path(load_config().path) if _store_source(ctx) == "DEFAULT" else path
+    path: str = ctx.obj
+    return load_config().path if _store_source(ctx) == "DEFAULT" else path
 
 
 def _config(ctx: typer.Context, **overrides: Any) -> Config:
@@ -191,7 +192,7 @@ def _watcher(ctx: typer.Context, **overrides: Any) -> ConfigWatcher:
 
 def _with_store(ctx: typer.Context, overrides: dict[str, Any]) -> dict[str, Any]:
     if _store_source(ctx) == "COMMANDLINE":
-        overrides["path"] = os.fspath(ctx.obj)
+        overrides["path"] = ctx.obj
     return overrides
 
 
@@ -455,6 +456,33 @@ def compact(
     with _store(ctx, readonly=dest is not None) as store:
         report = store.compact(dest)
     render.compact_report(report, as_json=as_json)
+
+
+@app.command("copy")
+def copy_command(
+    source: Annotated[
+        str,
+        typer.Argument(
+            metavar="SRC", help="The store to copy: a directory or a postgresql:// URL."
+        ),
+    ],
+    dest: Annotated[
+        str,
+        typer.Argument(
+            metavar="DEST",
+            help="A new or empty directory, or a postgresql:// URL whose schema holds no store.",
+        ),
+    ],
+    as_json: JsonFlag = False,
+) -> None:
+    """Copy a whole store into a new one, between LMDB and PostgreSQL in either direction.
+
+    Every record, index entry and digest arrives byte for byte; the source is read in one
+    snapshot, never written, and may stay in use. --store is not used: both stores are named.
+    """
+    with _errors_handled(), render.count_progress("copying") as advance:
+        report = copy_store(source, dest, progress=advance)
+    render.copy_report(report, as_json=as_json)
 
 
 @app.command()

@@ -42,6 +42,7 @@ from ..models import (
     Checkpoint,
     CheckpointInfo,
     CompactReport,
+    CopyReport,
     DamagedRecord,
     ExportReport,
     GcDeletion,
@@ -509,6 +510,18 @@ def compact_report(report: CompactReport, *, as_json: bool) -> None:
     message(
         f"compacted {report.path}: file {human_bytes(report.file_bytes_before)} -> "
         f"{human_bytes(report.file_bytes_after)} (live {human_bytes(report.live_bytes)}), "
+        f"{report.seconds:.2f} s"
+    )
+
+
+def copy_report(report: CopyReport, *, as_json: bool) -> None:
+    """The ``copy`` command's output."""
+    if as_json:
+        _report_json(report)
+        return
+    message(
+        f"copied {report.checkpoints} checkpoints of {report.workflows} workflows "
+        f"({report.items} keys in all) from {report.source} to {report.dest} in "
         f"{report.seconds:.2f} s"
     )
 

@@ -1,0 +1,533 @@
+"""The PostgreSQL backend: the ``kv`` contract over tables of one PostgreSQL schema.
+
+Chosen by URL (``CheckpointStore("postgresql://host/db?schema=name")``), for executors spread
+over several hosts. Each table of ``kv.TABLES`` is a PostgreSQL table ``(key bytea PRIMARY KEY,
+value bytea)`` in the store's schema (``lmdbstate`` unless the URL's ``schema`` parameter names
+another), so one database can hold many stores. ``bytea`` compares byte by byte, so the primary
+key's B-tree gives exactly LMDB's key order, and the records and index entries above are the
+same bytes on both backends.
+
+Transactions:
+- A read runs in a ``REPEATABLE READ READ ONLY`` transaction: one snapshot for all its queries.
+- A write first takes a transaction-scoped advisory lock of the store, so the writers of one
+  store, on every host, run one at a time, as LMDB's do. That makes a read-modify-write (seq
+  assignment, ``expect_seq``, leases) race-free without retries: no other writer commits while
+  a write transaction runs, so each of its queries sees the same data. Writers of other stores
+  (other schemas) never wait for it. ``durability="async"`` commits with
+  ``synchronous_commit = off`` (a server crash may lose the newest commits, never tear one).
+- Scans page with bounded queries (``LIMIT``, then a key after the last one read).
+
+Every psycopg error becomes an lmdbstate error in one place, ``_translated_errors``. A lost
+connection fails the call with ``StoreConnectionError`` and the connection is dropped; the next
+call connects again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar, TypeVarTuple
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+import xxhash
+from psycopg import errors as pg_errors
+from psycopg import sql
+
+from .env import EnvOptions, LmdbBackend, require_new_directory
+from .errors import (
+    ConfigError,
+    ForkedStoreError,
+    ReadOnlyStoreError,
+    StoreClosedError,
+    StoreConnectionError,
+    StoreDiskFullError,
+    StoreError,
+    StoreNotFoundError,
+    UnsupportedFormatError,
+)
+from .group import GroupCommitter, Item, Outcome
+from .kv import TABLES, ReadTxn, StorageInfo, ViewTxn, WriteTxn, copy_tables
+
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
+
+DEFAULT_SCHEMA = "lmdbstate"
+SCHEMA_VERSION = 1
+"""The version of the SQL layout below; a store's ``schema_version`` table records it."""
+ROW_OVERHEAD = 40
+"""Bytes a row costs beyond its key and value: tuple header, line pointer, index entry."""
+PAGE_SIZE = 8192
+MAX_IDLE = 8
+"""Connections kept open for reuse; more are opened when more threads need one at once."""
+FIRST_PAGE = 16
+LAST_PAGE = 1024
+"""Rows a scan asks for: the first query, and at most (the size grows 4x per query)."""
+
+
+def _split_url(url: str) -> tuple[str, str, str]:
+    """The URL for libpq (without ``schema``), the schema, and the URL without its password.
+
+    Raises:
+        ConfigError: a bad schema name.
+    """
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schemas = [value for name, value in query if name == "schema"]
+    schema = schemas[-1] if schemas else DEFAULT_SCHEMA
+    if not schema or len(schema.encode()) > 63 or "\x00" in schema:
+        raise ConfigError(
+            f"the schema of a PostgreSQL store must be 1 to 63 bytes without NUL, not {schema!r}"
+        )
+    libpq_query = urlencode([(name, value) for name, value in query if name != "schema"])
+    libpq_url = urlunsplit(parts._replace(query=libpq_query))
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
+    shown = urlunsplit(parts._replace(netloc=netloc, query=urlencode([("schema", schema)])))
+    return libpq_url, schema, shown
+
+
+class _Queries:
+    """The SQL of every operation on every table of one schema, composed once."""
+
+    def __init__(self, schema: str) -> None:
+        self.get: dict[str, sql.Composed] = {}
+        self.put: dict[str, sql.Composed] = {}
+        self.delete: dict[str, sql.Composed] = {}
+        self.count: dict[str, sql.Composed] = {}
+        self.size: dict[str, sql.Composed] = {}
+        self.scan: dict[tuple[str, bool, bool, bool], sql.Composed] = {}
+        self.schema = sql.Identifier(schema)
+        for name in TABLES:
+            table = sql.Identifier(schema, name)
+            self.get[name] = sql.SQL("SELECT value FROM {} WHERE key = %s").format(table)
+            self.put[name] = sql.SQL(
+                "INSERT INTO {} (key, value) VALUES (%s, %s) "
+                "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
+            ).format(table)
+            self.delete[name] = sql.SQL("DELETE FROM {} WHERE key = %s").format(table)
+            self.count[name] = sql.SQL("SELECT count(*) FROM {}").format(table)
+            self.size[name] = sql.SQL(
+                "SELECT count(*), coalesce(sum(octet_length(key) + octet_length(value)), 0), "
+                "pg_total_relation_size({}) FROM {}"
+            ).format(sql.Literal(f'"{schema}"."{name}"'), table)
+            for reverse in (False, True):
+                for bounded in (False, True):
+                    for resumed in (False, True):
+                        self.scan[name, reverse, bounded, resumed] = self._scan(
+                            table, reverse, bounded, resumed
+                        )
+
+    @staticmethod
+    def _scan(table: sql.Identifier, reverse: bool, bounded: bool, resumed: bool) -> sql.Composed:
+        # Parameters in order: low, high (when bounded), the last key read (when resumed), limit.
+        where = ["key >= %s"]
+        if bounded:
+            where.append("key < %s")
+        if resumed:
+            where.append("key < %s" if reverse else "key > %s")
+        order = "DESC" if reverse else "ASC"
+        return sql.SQL("SELECT key, value FROM {} WHERE {} ORDER BY key {} LIMIT %s").format(
+            table, sql.SQL(" AND ".join(where)), sql.SQL(order)
+        )
+
+
+class _Txn:
+    """``kv.ReadTxn`` and ``kv.WriteTxn`` over one connection inside one transaction."""
+
+    __slots__ = ("_cursor", "_queries")
+
+    def __init__(self, cursor: psycopg.Cursor[Any], queries: _Queries) -> None:
+        self._cursor = cursor
+        self._queries = queries
+
+    def get(self, table: str, key: bytes) -> bytes | None:
+        row = self._cursor.execute(self._queries.get[table], (key,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def last(self, table: str, low: bytes, high: bytes) -> tuple[bytes, bytes] | None:
+        query = self._queries.scan[table, True, True, False]
+        row = self._cursor.execute(query, (low, high, 1)).fetchone()
+        return None if row is None else (bytes(row[0]), bytes(row[1]))
+
+    def scan(
+        self, table: str, low: bytes = b"", high: bytes | None = None, *, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        bounds: tuple[bytes, ...] = (low,) if high is None else (low, high)
+        after: bytes | None = None
+        size = FIRST_PAGE
+        while True:
+            query = self._queries.scan[table, reverse, high is not None, after is not None]
+            params = (*bounds, size) if after is None else (*bounds, after, size)
+            rows = self._cursor.execute(query, params).fetchall()
+            for key, value in rows:
+                yield bytes(key), bytes(value)
+            if len(rows) < size:
+                return
+            after = bytes(rows[-1][0])
+            size = min(size * 4, LAST_PAGE)
+
+    def count(self, table: str) -> int:
+        row = self._cursor.execute(self._queries.count[table]).fetchone()
+        return int(row[0]) if row is not None else 0
+
+    def put(self, table: str, key: bytes, value: bytes) -> None:
+        self._cursor.execute(self._queries.put[table], (key, value))
+
+    def delete(self, table: str, key: bytes) -> bool:
+        return self._cursor.execute(self._queries.delete[table], (key,)).rowcount > 0
+
+
+class PostgresBackend:
+    """The ``kv.Backend`` interface over one schema of a PostgreSQL database.
+
+    Args:
+        url: ``postgresql://[user[:password]@]host[:port]/database[?schema=name&...]``; every
+            parameter but ``schema`` goes to libpq (``sslmode``, ``connect_timeout``, ...), and
+            libpq's environment variables (``PGPASSWORD``, ``PGHOST``, ...) apply as usual.
+        options: the store's options; only ``durability`` and ``readonly`` apply here.
+
+    Raises:
+        ConfigError: a bad URL.
+        StoreConnectionError: the server cannot be reached.
+        StoreNotFoundError: ``readonly`` and the schema holds no store.
+        UnsupportedFormatError: the schema's SQL layout is newer than this version's.
+    """
+
+    def __init__(self, url: str, options: EnvOptions) -> None:
+        self._url, self.schema, self.location = _split_url(url)
+        self.readonly = options.readonly
+        self._async = options.durability == "async"
+        self._queries = _Queries(self.schema)
+        # Every writer of the store, on every host, takes this lock: one 64-bit number per schema.
+        self._lock_id = xxhash.xxh64_intdigest(f"lmdbstate:{self.schema}".encode()) - 2**63
+        self._pid = os.getpid()
+        self._closed = False
+        self._idle: list[psycopg.Connection[Any]] = []
+        self._pool_lock = threading.Lock()
+        self.committer = (
+            GroupCommitter() if options.durability == "group" and not options.readonly else None
+        )
+        self._grouped = 0  # group-commit puts under way: close() waits for them
+        self._drained = threading.Condition()
+        try:
+            self._check_layout()
+        except BaseException:
+            self.close()
+            raise
+
+    def _check_layout(self) -> None:
+        version = self._run(self._layout_version, readonly=True)
+        if version is None and self.readonly:
+            raise StoreNotFoundError(f"no store at {self.location}")
+        if version is not None and version > SCHEMA_VERSION:
+            raise UnsupportedFormatError(
+                f"store {self.location} has SQL layout {version}; this version knows "
+                f"{SCHEMA_VERSION}"
+            )
+        if version is None:
+            self.create_tables()
+
+    # -- connections ----------------------------------------------------------------------------
+
+    def _usable(self) -> None:
+        if self._closed:
+            raise StoreClosedError(f"store {self.location} is closed")
+        if os.getpid() != self._pid:
+            raise ForkedStoreError(
+                f"store {self.location} was opened before fork() and used in the child"
+            )
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        with self._pool_lock:
+            if self._idle:
+                return self._idle.pop()
+        with _translated_errors(self.location, writing=False):
+            return psycopg.connect(self._url, autocommit=True)
+
+    def _give_back(self, conn: psycopg.Connection[Any]) -> None:
+        with self._pool_lock:
+            if not self._closed and len(self._idle) < MAX_IDLE and not conn.closed:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    def _run(
+        self, fn: Callable[[_Txn], T], *, readonly: bool, lock: bool = False, group: bool = False
+    ) -> T:
+        """Run ``fn`` in one transaction on a pooled connection, and commit it.
+
+        A connection that failed is closed, never pooled again: the next call opens a new one.
+        """
+        if not group:
+            self._usable()
+        conn = self._connection()
+        healthy = False
+        try:
+            with _translated_errors(self.location, writing=not readonly):
+                cursor = conn.cursor(binary=True)
+                conn.execute(self._begin(readonly, lock))  # several statements: text protocol
+                try:
+                    result = fn(_Txn(cursor, self._queries))
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    healthy = True
+                    raise
+                with _committing():
+                    conn.execute("COMMIT")
+                healthy = True
+                return result
+        finally:
+            if healthy:
+                self._give_back(conn)
+            else:
+                conn.close()
+
+    def _begin(self, readonly: bool, lock: bool) -> sql.SQL:
+        if readonly:
+            return sql.SQL("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        statements = ["BEGIN ISOLATION LEVEL READ COMMITTED"]
+        if self._async:
+            statements.append("SET LOCAL synchronous_commit = off")
+        if lock:
+            statements.append(f"SELECT pg_advisory_xact_lock({self._lock_id})")
+        return sql.SQL("; ".join(statements))
+
+    # -- the kv.Backend interface ------------------------------------------------------------
+
+    def read(self, fn: Callable[[ReadTxn, *Ts], T], *args: *Ts) -> T:
+        """Run ``fn(txn, *args)`` in one snapshot (``REPEATABLE READ``)."""
+        return self._run(lambda txn: fn(txn, *args), readonly=True)
+
+    def read_views(self, fn: Callable[[ViewTxn, *Ts], T], *args: *Ts) -> T:
+        """As ``read``: the values are ``bytes`` received from the server."""
+        return self._run(lambda txn: fn(txn, *args), readonly=True)
+
+    def write(self, fn: Callable[[WriteTxn, *Ts], T], *args: *Ts) -> T:
+        """Run ``fn(txn, *args)`` holding the store's writer lock, and commit.
+
+        Raises:
+            ReadOnlyStoreError: the store is open read-only.
+            StoreConnectionError: the connection was lost; nothing was written, except when it
+                was lost during the commit itself (the error says so).
+        """
+        self._refuse_if_readonly()
+        return self._run(lambda txn: fn(txn, *args), readonly=False, lock=True)
+
+    def write_grouped(self, fn: Callable[[WriteTxn], T]) -> T:
+        """Run ``fn(txn)`` in a write transaction shared with other threads' grouped writes.
+
+        As ``LmdbBackend.write_grouped``: returns once the transaction holding ``fn``'s writes
+        has committed; ``fn`` must raise lmdbstate's errors only before its first write.
+        """
+        committer = self.committer
+        assert committer is not None, "group commit needs a writable group-mode store"
+        with self._drained:
+            self._usable()
+            self._grouped += 1
+        try:
+            return committer.commit(fn, self._write_group, self._usable)
+        finally:
+            with self._drained:
+                self._grouped -= 1
+                if not self._grouped:
+                    self._drained.notify_all()
+
+    def _write_group(
+        self, fn: Callable[[WriteTxn, list[Item]], list[Outcome]], items: list[Item]
+    ) -> list[Outcome]:
+        # Queued puts are committed even while the store closes: close() waits for them.
+        return self._run(lambda txn: fn(txn, items), readonly=False, lock=True, group=True)
+
+    def _refuse_if_readonly(self) -> None:
+        if self.readonly:
+            raise ReadOnlyStoreError(f"store {self.location} is open read-only")
+
+    def create_tables(self) -> None:
+        """Create the schema, the tables of ``kv.TABLES`` it lacks, and the layout version."""
+        self._refuse_if_readonly()
+        self._run(self._create, readonly=False, lock=True)
+
+    def _create(self, txn: _Txn) -> None:
+        # Only what is missing: a store opened every day by a role without CREATE (or without
+        # ownership of the tables) must not need those rights again.
+        names = [f'"{self.schema}"."{name}"' for name in (*TABLES, "schema_version")]
+        cursor = txn._cursor
+        row = cursor.execute(
+            "SELECT bool_and(to_regclass(name) IS NOT NULL) FROM unnest(%s::text[]) AS name",
+            (names,),
+        ).fetchone()
+        if row is not None and row[0]:
+            return
+        queries = self._queries
+        cursor.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(queries.schema))
+        for name in TABLES:
+            table = sql.Identifier(self.schema, name)
+            cursor.execute(
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {} (key bytea PRIMARY KEY, value bytea NOT NULL)"
+                ).format(table)
+            )
+        # Records are msgpack with a digest: compressing them costs CPU on every read and write
+        # for little gain. Stored out of line once large, uncompressed.
+        cursor.execute(
+            sql.SQL("ALTER TABLE {} ALTER COLUMN value SET STORAGE EXTERNAL").format(
+                sql.Identifier(self.schema, "ckpt")
+            )
+        )
+        version = sql.Identifier(self.schema, "schema_version")
+        cursor.execute(
+            sql.SQL("CREATE TABLE IF NOT EXISTS {} (version integer NOT NULL)").format(version)
+        )
+        cursor.execute(
+            sql.SQL("INSERT INTO {} SELECT %s WHERE NOT EXISTS (SELECT 1 FROM {})").format(
+                version, version
+            ),
+            (SCHEMA_VERSION,),
+        )
+
+    def _layout_version(self, txn: _Txn) -> int | None:
+        cursor = txn._cursor
+        row = cursor.execute(
+            "SELECT to_regclass(%s) IS NOT NULL",
+            (f'"{self.schema}"."schema_version"',),
+        ).fetchone()
+        if row is None or not row[0]:
+            return None
+        found = cursor.execute(
+            sql.SQL("SELECT max(version) FROM {}").format(
+                sql.Identifier(self.schema, "schema_version")
+            )
+        ).fetchone()
+        return None if found is None or found[0] is None else int(found[0])
+
+    def storage_info(self) -> StorageInfo:
+        """The store's sizes on the server.
+
+        Live bytes are the keys and values held plus ``ROW_OVERHEAD`` per row; file bytes the
+        tables' and indexes' size on disk (``pg_total_relation_size``), dead rows included.
+        """
+        sizes = self._run(self._sizes, readonly=True)
+        rows = sum(count for count, _, _ in sizes)
+        return StorageInfo(
+            live_bytes=sum(data for _, data, _ in sizes) + rows * ROW_OVERHEAD,
+            file_bytes=sum(total for _, _, total in sizes),
+            map_size=0,
+            max_map_size=0,
+            page_size=PAGE_SIZE,
+            readers_used=0,
+            max_readers=0,
+        )
+
+    def _sizes(self, txn: _Txn) -> list[tuple[int, int, int]]:
+        found = []
+        for name in TABLES:
+            row = txn._cursor.execute(self._queries.size[name]).fetchone()
+            assert row is not None
+            found.append((int(row[0]), int(row[1]), int(row[2])))
+        return found
+
+    def check_structure(self) -> tuple[str, ...]:
+        """Nothing to check from here: PostgreSQL checks its own pages (see ``amcheck``)."""
+        self._usable()
+        return ()
+
+    def compact(self) -> None:
+        """``VACUUM FULL`` the store's tables: their files are rewritten with live rows only.
+
+        It holds an exclusive lock on each table while it runs, so other hosts' calls wait.
+
+        Raises:
+            ReadOnlyStoreError: the store is open read-only.
+        """
+        self._refuse_if_readonly()
+        self._usable()
+        conn = self._connection()
+        try:
+            with _translated_errors(self.location, writing=True):
+                for name in TABLES:
+                    conn.execute(
+                        sql.SQL("VACUUM (FULL, ANALYZE) {}").format(
+                            sql.Identifier(self.schema, name)
+                        )
+                    )
+        finally:
+            self._give_back(conn)
+
+    def copy_to(self, dest: str) -> None:
+        """Write every table, as one snapshot shows them, into a new LMDB store at ``dest``.
+
+        Raises:
+            StoreError: ``dest`` exists and is not an empty directory, or the copy failed.
+        """
+        self._usable()
+        require_new_directory(dest)
+        copy = LmdbBackend(dest, EnvOptions())
+        try:
+            self._run(lambda txn: copy_tables(txn, copy), readonly=True)
+        finally:
+            copy.close()
+
+    def close(self) -> None:
+        """Close the pooled connections; idempotent. Grouped puts under way finish first."""
+        if self._closed:
+            return
+        with self._drained:
+            self._closed = True
+            if self.committer is not None:
+                self.committer.wake_waiters()
+            self._drained.wait_for(lambda: not self._grouped)
+        with self._pool_lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+
+class _CommitInterrupted(Exception):
+    """Marks a connection lost while its COMMIT was under way."""
+
+
+@contextlib.contextmanager
+def _committing() -> Iterator[None]:
+    try:
+        yield
+    except psycopg.OperationalError as exc:
+        raise _CommitInterrupted(str(exc)) from exc
+
+
+@contextlib.contextmanager
+def _translated_errors(location: str, *, writing: bool) -> Iterator[None]:
+    """The one place where psycopg's errors become lmdbstate's."""
+    try:
+        yield
+    except _CommitInterrupted as exc:
+        raise StoreConnectionError(
+            f"the connection to store {location} was lost during a commit: the transaction may "
+            f"or may not have been committed ({exc})",
+            hint="read the workflow's head (latest) to see whether the write landed",
+        ) from exc
+    except pg_errors.DiskFull as exc:
+        raise StoreDiskFullError(
+            f"the PostgreSQL server of store {location} is out of disk space: {exc}"
+        ) from exc
+    except pg_errors.UndefinedTable as exc:
+        raise StoreNotFoundError(
+            f"store {location} lacks its tables (was its schema dropped?): {exc}"
+        ) from exc
+    except psycopg.OperationalError as exc:
+        nothing = " nothing was written;" if writing else ""
+        raise StoreConnectionError(
+            f"cannot reach the PostgreSQL server of store {location}:{nothing} {_first_line(exc)}"
+        ) from exc
+    except psycopg.Error as exc:
+        raise StoreError(
+            f"PostgreSQL refused an operation on store {location}: {_first_line(exc)}"
+        ) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
