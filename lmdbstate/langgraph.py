@@ -587,7 +587,7 @@ class LmdbSaver(BaseCheckpointSaver[str]):
         Use it as ``with LmdbSaver.from_path("checkpoints") as saver:`` (or ``async with``).
 
         Args:
-            path: the store's directory; created when missing.
+            path: the store's directory (or a ``postgresql://`` URL); created when missing.
             durability: the store's durability; ``"group"`` by default (every put durable when
                 it returns, concurrent puts sharing a commit).
             serde: as for ``LmdbSaver``.

@@ -108,7 +108,8 @@ class _Queries:
                 "INSERT INTO {} (key, value) VALUES (%s, %s) "
                 "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
             ).format(table)
-            self.delete[name] = sql.SQL("DELETE FROM {} WHERE key = %s").format(table)
+            # RETURNING: its row tells whether the key was there (rowcount waits for a sync).
+            self.delete[name] = sql.SQL("DELETE FROM {} WHERE key = %s RETURNING 1").format(table)
             self.count[name] = sql.SQL("SELECT count(*) FROM {}").format(table)
             self.size[name] = sql.SQL(
                 "SELECT count(*), coalesce(sum(octet_length(key) + octet_length(value)), 0), "
@@ -178,7 +179,7 @@ class _Txn:
         self._cursor.execute(self._queries.put[table], (key, value))
 
     def delete(self, table: str, key: bytes) -> bool:
-        return self._cursor.execute(self._queries.delete[table], (key,)).rowcount > 0
+        return self._cursor.execute(self._queries.delete[table], (key,)).fetchone() is not None
 
 
 class PostgresBackend:
@@ -268,16 +269,11 @@ class PostgresBackend:
         healthy = False
         try:
             with _translated_errors(self.location, writing=not readonly):
-                cursor = conn.cursor(binary=True)
-                conn.execute(self._begin(readonly, lock))  # several statements: text protocol
                 try:
-                    result = fn(_Txn(cursor, self._queries))
+                    result = self._pipelined(conn, fn, readonly, lock)
                 except BaseException:
-                    conn.execute("ROLLBACK")
-                    healthy = True
+                    healthy = _rolled_back(conn)
                     raise
-                with _committing():
-                    conn.execute("COMMIT")
                 healthy = True
                 return result
         finally:
@@ -286,15 +282,34 @@ class PostgresBackend:
             else:
                 conn.close()
 
-    def _begin(self, readonly: bool, lock: bool) -> sql.SQL:
+    def _pipelined(
+        self, conn: psycopg.Connection[Any], fn: Callable[[_Txn], T], readonly: bool, lock: bool
+    ) -> T:
+        """Run ``fn`` between BEGIN and COMMIT in pipeline mode.
+
+        Statements whose results nobody reads (BEGIN, the lock, every put) are sent along with
+        the next one that is read, or with the COMMIT: a put costs one round trip to the server
+        for its reads and one for the commit, however many rows it writes.
+        """
+        with conn.pipeline() as pipeline:
+            cursor = conn.cursor(binary=True)
+            for statement in self._begin(readonly, lock):
+                cursor.execute(statement)
+            result = fn(_Txn(cursor, self._queries))
+            with _committing():
+                cursor.execute(_COMMIT)
+                pipeline.sync()
+        return result
+
+    def _begin(self, readonly: bool, lock: bool) -> list[sql.SQL]:
         if readonly:
-            return sql.SQL("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        statements = ["BEGIN ISOLATION LEVEL READ COMMITTED"]
+            return [_BEGIN_READ]
+        statements = [_BEGIN_WRITE]
         if self._async:
-            statements.append("SET LOCAL synchronous_commit = off")
+            statements.append(_NO_FLUSH)
         if lock:
-            statements.append(f"SELECT pg_advisory_xact_lock({self._lock_id})")
-        return sql.SQL("; ".join(statements))
+            statements.append(sql.SQL(f"SELECT pg_advisory_xact_lock({self._lock_id})"))
+        return statements
 
     # -- the kv.Backend interface ------------------------------------------------------------
 
@@ -484,6 +499,24 @@ class PostgresBackend:
             idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
+
+
+_BEGIN_READ = sql.SQL("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+_BEGIN_WRITE = sql.SQL("BEGIN ISOLATION LEVEL READ COMMITTED")
+_NO_FLUSH = sql.SQL("SET LOCAL synchronous_commit = off")
+_COMMIT = sql.SQL("COMMIT")
+
+
+def _rolled_back(conn: psycopg.Connection[Any]) -> bool:
+    """End a failed transaction; True when the connection is fit to be used again."""
+    if conn.closed or conn.broken:
+        return False
+    try:
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            conn.execute("ROLLBACK")
+    except psycopg.Error:
+        return False
+    return True
 
 
 class _CommitInterrupted(Exception):

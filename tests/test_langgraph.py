@@ -95,16 +95,21 @@ def test_importing_lmdbstate_never_imports_langgraph() -> None:
 # -- LangGraph's official conformance suite ---------------------------------------------------
 
 
-@pytest.mark.parametrize("durability", ["group", "sync", "memory"])
+@pytest.mark.parametrize("durability", ["group", "sync", "memory", "postgres"])
 def test_langgraph_conformance_suite_passes_every_capability(
-    tmp_path: Path, durability: str
+    tmp_path: Path, durability: str, request: pytest.FixtureRequest
 ) -> None:
     stores = iter(range(100))
+    server = request.getfixturevalue("postgres_server") if durability == "postgres" else None
 
     @checkpointer_test(name=f"LmdbSaver-{durability}")
     async def factory() -> AsyncIterator[BaseCheckpointSaver[Any]]:
-        path = MEMORY_PATH if durability == "memory" else tmp_path / f"store-{next(stores)}"
-        options = {} if durability == "memory" else {"durability": durability}
+        path: str | Path = tmp_path / f"store-{next(stores)}"
+        options = {"durability": durability}
+        if server is not None:  # the saver on a PostgreSQL store, group commit as on LMDB
+            path, options = server.url(), {"durability": "group"}
+        elif durability == "memory":
+            path, options = MEMORY_PATH, {}
         with CheckpointStore(path, **options) as store, LmdbSaver(store) as saver:
             yield saver
 
