@@ -35,6 +35,8 @@ from lmdbstate import (
     UnsupportedFormatError,
     WorkflowLockedError,
     copy_store,
+    export_jsonl,
+    import_jsonl,
     recover,
 )
 from lmdbstate.cli import app
@@ -490,3 +492,15 @@ def test_a_role_with_row_rights_only_can_use_an_existing_store(
         assert store.put("wf", {"n": 2}).seq == 2
         store.gc(RetentionPolicy(keep_last=1))
         assert [info.seq for info in store.history("wf")] == [2]
+
+
+def test_export_from_postgres_imports_into_lmdb_with_the_same_records(
+    tmp_path: Path, pg_store: CheckpointStore
+) -> None:
+    fill(pg_store)
+    exported = export_jsonl(pg_store, tmp_path / "out.jsonl")
+    assert exported.ok
+    with CheckpointStore(tmp_path / "lmdb") as store:
+        report = import_jsonl(store, tmp_path / "out.jsonl")
+        assert (report.imported, report.mismatched) == (15, ())
+        assert raw_tables(store)["ckpt"] == raw_tables(pg_store)["ckpt"]
