@@ -152,8 +152,10 @@ class _LmdbTxn:
         high: bytes | None = None,
         *,
         reverse: bool = False,
+        page: int = 0,
         copy_keys: bool = False,
     ) -> Iterator[tuple[bytes, bytes]]:
+        # ``page`` is for backends that fetch rows from a server: a cursor reads in place.
         db = self._dbs.get(table)
         if db is None:
             return
@@ -208,7 +210,13 @@ class _LmdbViewTxn:
         self._txn = txn
 
     def scan(
-        self, table: str, low: bytes = b"", high: bytes | None = None, *, reverse: bool = False
+        self,
+        table: str,
+        low: bytes = b"",
+        high: bytes | None = None,
+        *,
+        reverse: bool = False,
+        page: int = 0,
     ) -> Iterator[tuple[bytes, memoryview]]:
         # With buffers, py-lmdb hands keys out as views too; they are short and compared here.
         for key, value in self._txn.scan(table, low, high, reverse=reverse, copy_keys=True):

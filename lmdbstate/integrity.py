@@ -143,12 +143,12 @@ def _next_workflow(txn: ReadTxn, after: bytes | None) -> tuple[bytes | None, lis
     low = b"" if after is None else after + b"\x01"
     malformed: list[bytes] = []
     candidates: list[bytes] = []
-    for key, _ in txn.scan(CKPT, low):
+    for key, _ in txn.scan(CKPT, low, page=1):
         if _is_checkpoint_key(key):
             candidates.append(_owner(key))
             break
         malformed.append(key)
-    entry = next(txn.scan(WF, low), None)
+    entry = next(txn.scan(WF, low, page=1), None)
     if entry is not None:
         candidates.append(entry[0])
     found = min(candidates) if candidates else None

@@ -38,9 +38,19 @@ class ReadTxn(Protocol):
         ...
 
     def scan(
-        self, table: str, low: bytes = b"", high: bytes | None = None, *, reverse: bool = False
+        self,
+        table: str,
+        low: bytes = b"",
+        high: bytes | None = None,
+        *,
+        reverse: bool = False,
+        page: int = 0,
     ) -> Iterator[tuple[bytes, bytes]]:
-        """Items with ``low <= key < high`` (no upper bound when ``high`` is None) in key order."""
+        """Items with ``low <= key < high`` (no upper bound when ``high`` is None) in key order.
+
+        ``page``: about how many items the caller will read (0: not known). A backend that
+        fetches rows from a server asks for that many first, then more as they are read.
+        """
         ...
 
     def count(self, table: str) -> int:
@@ -56,7 +66,13 @@ class ViewTxn(Protocol):
     """
 
     def scan(
-        self, table: str, low: bytes = b"", high: bytes | None = None, *, reverse: bool = False
+        self,
+        table: str,
+        low: bytes = b"",
+        high: bytes | None = None,
+        *,
+        reverse: bool = False,
+        page: int = 0,
     ) -> Iterator[tuple[bytes, bytes | memoryview]]:
         """As ``ReadTxn.scan``; keys are ``bytes``, values may be views."""
         ...
@@ -147,7 +163,13 @@ class Scanner(Protocol[V_co]):
     """A transaction's ``scan``: ``ReadTxn`` gives bytes values, ``ViewTxn`` views."""
 
     def scan(
-        self, table: str, low: bytes = b"", high: bytes | None = None, *, reverse: bool = False
+        self,
+        table: str,
+        low: bytes = b"",
+        high: bytes | None = None,
+        *,
+        reverse: bool = False,
+        page: int = 0,
     ) -> Iterator[tuple[bytes, V_co]]:
         """See ``ReadTxn.scan``."""
         ...
@@ -161,7 +183,7 @@ def scan_chunk(
     Raises:
         StoreCorruptedError: the keys come out of order (a damaged page of the file).
     """
-    items = list(islice(txn.scan(table, low, high, reverse=reverse), size))
+    items = list(islice(txn.scan(table, low, high, reverse=reverse, page=size), size))
     keys = [key for key, _ in reversed(items)] if reverse else [key for key, _ in items]
     # LMDB seeks by the keys of branch pages, which it does not check: a damaged one can send
     # a seek back to keys already read, and the iterators built on these chunks round forever.

@@ -326,7 +326,7 @@ def _newest_intact(
     """
     damaged: list[IntegrityError] = []
     # The first item of a backward scan is the newest checkpoint: one cursor seek.
-    for key, record in txn.scan(CKPT, *record_bounds(checkpoint_wf), reverse=True):
+    for key, record in txn.scan(CKPT, *record_bounds(checkpoint_wf), reverse=True, page=1):
         try:
             return (key, _fields(key, record)), damaged
         except IntegrityError as exc:

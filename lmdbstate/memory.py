@@ -83,7 +83,13 @@ class _ReadTxn:
         return key, committed.values[key]
 
     def scan(
-        self, table: str, low: bytes = b"", high: bytes | None = None, *, reverse: bool = False
+        self,
+        table: str,
+        low: bytes = b"",
+        high: bytes | None = None,
+        *,
+        reverse: bool = False,
+        page: int = 0,
     ) -> Iterator[tuple[bytes, bytes]]:
         values = self._tables[table].values
         keys = _key_range(self._tables[table].keys, low, high, reverse)
@@ -114,7 +120,13 @@ class _WriteTxn(_ReadTxn):
         return next(self.scan(table, low, high, reverse=True), None)
 
     def scan(
-        self, table: str, low: bytes = b"", high: bytes | None = None, *, reverse: bool = False
+        self,
+        table: str,
+        low: bytes = b"",
+        high: bytes | None = None,
+        *,
+        reverse: bool = False,
+        page: int = 0,
     ) -> Iterator[tuple[bytes, bytes]]:
         staged = self.staged.get(table)
         if staged is None:

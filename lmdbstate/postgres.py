@@ -29,16 +29,15 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar, TypeVarTuple
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 import xxhash
 from psycopg import errors as pg_errors
 from psycopg import sql
 
+from .backends import parse_postgres_url
 from .env import EnvOptions, LmdbBackend, require_new_directory
 from .errors import (
-    ConfigError,
     ForkedStoreError,
     ReadOnlyStoreError,
     StoreClosedError,
@@ -54,40 +53,18 @@ from .kv import TABLES, ReadTxn, StorageInfo, ViewTxn, WriteTxn, copy_tables
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
 
-DEFAULT_SCHEMA = "lmdbstate"
 SCHEMA_VERSION = 1
 """The version of the SQL layout below; a store's ``schema_version`` table records it."""
 ROW_OVERHEAD = 40
-"""Bytes a row costs beyond its key and value: tuple header, line pointer, index entry."""
+"""Bytes a row costs beyond its key (twice) and value: the tuple's and the index entry's
+headers and line pointers."""
 PAGE_SIZE = 8192
 MAX_IDLE = 8
 """Connections kept open for reuse; more are opened when more threads need one at once."""
 FIRST_PAGE = 16
 LAST_PAGE = 1024
-"""Rows a scan asks for: the first query, and at most (the size grows 4x per query)."""
-
-
-def _split_url(url: str) -> tuple[str, str, str]:
-    """The URL for libpq (without ``schema``), the schema, and the URL without its password.
-
-    Raises:
-        ConfigError: a bad schema name.
-    """
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    schemas = [value for name, value in query if name == "schema"]
-    schema = schemas[-1] if schemas else DEFAULT_SCHEMA
-    if not schema or len(schema.encode()) > 63 or "\x00" in schema:
-        raise ConfigError(
-            f"the schema of a PostgreSQL store must be 1 to 63 bytes without NUL, not {schema!r}"
-        )
-    libpq_query = urlencode([(name, value) for name, value in query if name != "schema"])
-    libpq_url = urlunsplit(parts._replace(query=libpq_query))
-    netloc = parts.netloc
-    if parts.password is not None:
-        netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
-    shown = urlunsplit(parts._replace(netloc=netloc, query=urlencode([("schema", schema)])))
-    return libpq_url, schema, shown
+"""Rows a scan asks for: the first query unless the caller says (``page``), and at most (the
+size grows 4x per query)."""
 
 
 class _Queries:
@@ -112,9 +89,9 @@ class _Queries:
             self.delete[name] = sql.SQL("DELETE FROM {} WHERE key = %s RETURNING 1").format(table)
             self.count[name] = sql.SQL("SELECT count(*) FROM {}").format(table)
             self.size[name] = sql.SQL(
-                "SELECT count(*), coalesce(sum(octet_length(key) + octet_length(value)), 0), "
-                "pg_total_relation_size({}) FROM {}"
-            ).format(sql.Literal(f'"{schema}"."{name}"'), table)
+                "SELECT count(*), coalesce(sum(2 * octet_length(key) + octet_length(value)), 0) "
+                "FROM {}"
+            ).format(table)
             for reverse in (False, True):
                 for bounded in (False, True):
                     for resumed in (False, True):
@@ -155,11 +132,17 @@ class _Txn:
         return None if row is None else (bytes(row[0]), bytes(row[1]))
 
     def scan(
-        self, table: str, low: bytes = b"", high: bytes | None = None, *, reverse: bool = False
+        self,
+        table: str,
+        low: bytes = b"",
+        high: bytes | None = None,
+        *,
+        reverse: bool = False,
+        page: int = 0,
     ) -> Iterator[tuple[bytes, bytes]]:
         bounds: tuple[bytes, ...] = (low,) if high is None else (low, high)
         after: bytes | None = None
-        size = FIRST_PAGE
+        size = min(page, LAST_PAGE) if page > 0 else FIRST_PAGE
         while True:
             query = self._queries.scan[table, reverse, high is not None, after is not None]
             params = (*bounds, size) if after is None else (*bounds, after, size)
@@ -199,7 +182,8 @@ class PostgresBackend:
     """
 
     def __init__(self, url: str, options: EnvOptions) -> None:
-        self._url, self.schema, self.location = _split_url(url)
+        parsed = parse_postgres_url(url)
+        self._url, self.schema, self.location = parsed.libpq, parsed.schema, parsed.shown
         self.readonly = options.readonly
         self._async = options.durability == "async"
         self._queries = _Queries(self.schema)
@@ -246,8 +230,19 @@ class PostgresBackend:
         with self._pool_lock:
             if self._idle:
                 return self._idle.pop()
-        with _translated_errors(self.location, writing=False):
+        with _translated_errors(self.location, None, writing=False):
             return psycopg.connect(self._url, autocommit=True)
+
+    def _drop_idle(self) -> None:
+        """Close every pooled connection.
+
+        After one failed, the others (same server, same restart or failover) most likely have
+        too, and each would fail a call of its own.
+        """
+        with self._pool_lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
 
     def _give_back(self, conn: psycopg.Connection[Any]) -> None:
         with self._pool_lock:
@@ -268,7 +263,7 @@ class PostgresBackend:
         conn = self._connection()
         healthy = False
         try:
-            with _translated_errors(self.location, writing=not readonly):
+            with _translated_errors(self.location, conn, writing=not readonly):
                 try:
                     result = self._pipelined(conn, fn, readonly, lock)
                 except BaseException:
@@ -281,6 +276,7 @@ class PostgresBackend:
                 self._give_back(conn)
             else:
                 conn.close()
+                self._drop_idle()
 
     def _pipelined(
         self, conn: psycopg.Connection[Any], fn: Callable[[_Txn], T], readonly: bool, lock: bool
@@ -296,7 +292,7 @@ class PostgresBackend:
             for statement in self._begin(readonly, lock):
                 cursor.execute(statement)
             result = fn(_Txn(cursor, self._queries))
-            with _committing():
+            with _committing(conn):
                 cursor.execute(_COMMIT)
                 pipeline.sync()
         return result
@@ -369,13 +365,8 @@ class PostgresBackend:
     def _create(self, txn: _Txn) -> None:
         # Only what is missing: a store opened every day by a role without CREATE (or without
         # ownership of the tables) must not need those rights again.
-        names = [f'"{self.schema}"."{name}"' for name in (*TABLES, "schema_version")]
         cursor = txn._cursor
-        row = cursor.execute(
-            "SELECT bool_and(to_regclass(name) IS NOT NULL) FROM unnest(%s::text[]) AS name",
-            (names,),
-        ).fetchone()
-        if row is not None and row[0]:
+        if set(self._table_sizes(txn)) >= {*TABLES, "schema_version"}:
             return
         queries = self._queries
         cursor.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(queries.schema))
@@ -404,13 +395,19 @@ class PostgresBackend:
             (SCHEMA_VERSION,),
         )
 
+    def _table_sizes(self, txn: _Txn) -> dict[str, int]:
+        """The store's tables that exist, with their size on disk (indexes and TOAST included)."""
+        rows = txn._cursor.execute(
+            "SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relkind = 'r'",
+            (self.schema,),
+        ).fetchall()
+        return {str(name): int(size) for name, size in rows}
+
     def _layout_version(self, txn: _Txn) -> int | None:
         cursor = txn._cursor
-        row = cursor.execute(
-            "SELECT to_regclass(%s) IS NOT NULL",
-            (f'"{self.schema}"."schema_version"',),
-        ).fetchone()
-        if row is None or not row[0]:
+        if "schema_version" not in self._table_sizes(txn):
             return None
         found = cursor.execute(
             sql.SQL("SELECT max(version) FROM {}").format(
@@ -422,14 +419,15 @@ class PostgresBackend:
     def storage_info(self) -> StorageInfo:
         """The store's sizes on the server.
 
-        Live bytes are the keys and values held plus ``ROW_OVERHEAD`` per row; file bytes the
-        tables' and indexes' size on disk (``pg_total_relation_size``), dead rows included.
+        Live bytes estimate what the rows need: every key twice (the row and the primary key's
+        index), every value, and ``ROW_OVERHEAD`` per row; reading them scans each table (not
+        the out-of-line values). File bytes are the tables' size on disk, indexes, TOAST and
+        dead rows included (``pg_total_relation_size``).
         """
-        sizes = self._run(self._sizes, readonly=True)
-        rows = sum(count for count, _, _ in sizes)
+        live, files = self._run(self._sizes, readonly=True)
         return StorageInfo(
-            live_bytes=sum(data for _, data, _ in sizes) + rows * ROW_OVERHEAD,
-            file_bytes=sum(total for _, _, total in sizes),
+            live_bytes=live,
+            file_bytes=files,
             map_size=0,
             max_map_size=0,
             page_size=PAGE_SIZE,
@@ -437,13 +435,13 @@ class PostgresBackend:
             max_readers=0,
         )
 
-    def _sizes(self, txn: _Txn) -> list[tuple[int, int, int]]:
-        found = []
+    def _sizes(self, txn: _Txn) -> tuple[int, int]:
+        live = 0
         for name in TABLES:
             row = txn._cursor.execute(self._queries.size[name]).fetchone()
             assert row is not None
-            found.append((int(row[0]), int(row[1]), int(row[2])))
-        return found
+            live += int(row[0]) * ROW_OVERHEAD + int(row[1])
+        return live, sum(self._table_sizes(txn).values())
 
     def check_structure(self) -> tuple[str, ...]:
         """Nothing to check from here: PostgreSQL checks its own pages (see ``amcheck``)."""
@@ -462,7 +460,7 @@ class PostgresBackend:
         self._usable()
         conn = self._connection()
         try:
-            with _translated_errors(self.location, writing=True):
+            with _translated_errors(self.location, conn, writing=True):
                 for name in TABLES:
                     conn.execute(
                         sql.SQL("VACUUM (FULL, ANALYZE) {}").format(
@@ -487,18 +485,23 @@ class PostgresBackend:
             copy.close()
 
     def close(self) -> None:
-        """Close the pooled connections; idempotent. Grouped puts under way finish first."""
+        """Close the pooled connections; idempotent. Grouped puts under way finish first.
+
+        In a child forked from the process that opened the store, the connections are the
+        parent's (the same sockets): they are let go without a word to the server.
+        """
         if self._closed:
+            return
+        if os.getpid() != self._pid:
+            self._closed = True
+            self._idle = []
             return
         with self._drained:
             self._closed = True
             if self.committer is not None:
                 self.committer.wake_waiters()
             self._drained.wait_for(lambda: not self._grouped)
-        with self._pool_lock:
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
+        self._drop_idle()
 
 
 _BEGIN_READ = sql.SQL("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -524,16 +527,26 @@ class _CommitInterrupted(Exception):
 
 
 @contextlib.contextmanager
-def _committing() -> Iterator[None]:
+def _committing(conn: psycopg.Connection[Any]) -> Iterator[None]:
     try:
         yield
-    except psycopg.OperationalError as exc:
-        raise _CommitInterrupted(str(exc)) from exc
+    except psycopg.Error as exc:
+        # A live connection means the server answered: the pipeline failed before COMMIT ran
+        # (a put refused, a timeout), and nothing was written. A dead one may have committed.
+        if conn.broken or conn.closed:
+            raise _CommitInterrupted(_first_line(exc)) from exc
+        raise
 
 
 @contextlib.contextmanager
-def _translated_errors(location: str, *, writing: bool) -> Iterator[None]:
-    """The one place where psycopg's errors become lmdbstate's."""
+def _translated_errors(
+    location: str, conn: psycopg.Connection[Any] | None, *, writing: bool
+) -> Iterator[None]:
+    """The one place where psycopg's errors become lmdbstate's.
+
+    ``conn`` is the connection in use (None while connecting): whether it survived the error
+    tells a lost connection from a statement the server refused.
+    """
     try:
         yield
     except _CommitInterrupted as exc:
@@ -544,20 +557,24 @@ def _translated_errors(location: str, *, writing: bool) -> Iterator[None]:
         ) from exc
     except pg_errors.DiskFull as exc:
         raise StoreDiskFullError(
-            f"the PostgreSQL server of store {location} is out of disk space: {exc}"
+            f"the PostgreSQL server of store {location} is out of disk space: {_first_line(exc)}"
         ) from exc
     except pg_errors.UndefinedTable as exc:
         raise StoreNotFoundError(
-            f"store {location} lacks its tables (was its schema dropped?): {exc}"
-        ) from exc
-    except psycopg.OperationalError as exc:
-        nothing = " nothing was written;" if writing else ""
-        raise StoreConnectionError(
-            f"cannot reach the PostgreSQL server of store {location}:{nothing} {_first_line(exc)}"
+            f"store {location} lacks its tables (was its schema dropped?): {_first_line(exc)}"
         ) from exc
     except psycopg.Error as exc:
+        nothing = " nothing was written;" if writing else ""
+        if conn is None:
+            raise StoreConnectionError(
+                f"cannot reach the PostgreSQL server of store {location}: {_first_line(exc)}"
+            ) from exc
+        if conn.broken or conn.closed:
+            raise StoreConnectionError(
+                f"the connection to store {location} was lost;{nothing} {_first_line(exc)}"
+            ) from exc
         raise StoreError(
-            f"PostgreSQL refused an operation on store {location}: {_first_line(exc)}"
+            f"PostgreSQL refused an operation on store {location}:{nothing} {_first_line(exc)}"
         ) from exc
 
 

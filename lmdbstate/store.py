@@ -209,7 +209,7 @@ def _read_latest(
 def _newest_intact(txn: ReadTxn, workflow_id: str, workflow_key: bytes) -> Checkpoint:
     """Walk back from the newest checkpoint to the first one that verifies."""
     damaged: list[IntegrityError] = []
-    for key, record in txn.scan(CKPT, *workflow_bounds(workflow_key), reverse=True):
+    for key, record in txn.scan(CKPT, *workflow_bounds(workflow_key), reverse=True, page=1):
         try:
             found = _checkpoint(workflow_id, key, record)
         except IntegrityError as exc:
@@ -1159,8 +1159,8 @@ def _initialise_meta(txn: WriteTxn) -> int:
 
 
 def _age_bounds(txn: ReadTxn) -> tuple[int, int | None, int | None]:
-    first = next(txn.scan(AGE), None)
-    last = next(txn.scan(AGE, reverse=True), None)
+    first = next(txn.scan(AGE, page=1), None)
+    last = next(txn.scan(AGE, reverse=True, page=1), None)
     oldest = None if first is None else split_age_key(first[0])[0]
     newest = None if last is None else split_age_key(last[0])[0]
     return txn.count(CKPT), oldest, newest

@@ -11,7 +11,7 @@ import os
 import time
 from collections.abc import Callable
 
-from .backends import is_url, open_backend
+from .backends import is_url, open_backend, shown_location
 from .env import EnvOptions, require_new_directory
 from .errors import ConfigError, StoreError
 from .kv import CKPT, TABLES, WF, Backend, ReadTxn, copy_tables
@@ -50,7 +50,7 @@ def copy_store(
         raise ConfigError("copy needs stores that outlive it, not ':memory:'")
     started = time.perf_counter()
     with CheckpointStore(source_location, readonly=True) as store:
-        if store.path == _resolved(dest_location):
+        if _resolved(store.path) == _resolved(dest_location):
             raise StoreError(f"{dest_location} is the source itself", hint="copy into a new store")
         target = _new_store(dest_location)
         try:
@@ -69,7 +69,13 @@ def copy_store(
 
 
 def _resolved(location: str) -> str:
-    return location if is_url(location) else os.path.realpath(location)
+    """What tells one store from another.
+
+    A URL normalised and without its password (which names no store); a directory resolved.
+    """
+    if is_url(location):
+        return shown_location(location).replace(":***@", "@", 1)
+    return os.path.realpath(location)
 
 
 def _new_store(location: str) -> Backend:

@@ -134,8 +134,11 @@ class PostgresServer:
         """A store URL; a new schema (so a new, empty store) unless ``schema`` is given."""
         return f"{self.conninfo}?schema={schema or 's' + uuid.uuid4().hex[:16]}"
 
-    def terminate_backends(self, schema_url: str | None = None) -> int:
-        """End every other session on the server, as an administrator would; how many ended."""
+    def terminate_backends(self) -> int:
+        """End every other client session on the server, as an administrator would.
+
+        Returns how many ended.
+        """
         with psycopg.connect(self.conninfo, autocommit=True) as conn:
             row = conn.execute(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -39,6 +40,7 @@ from lmdbstate import (
     import_jsonl,
     recover,
 )
+from lmdbstate.backends import path_beside
 from lmdbstate.cli import app
 from lmdbstate.kv import TABLES, ReadTxn, WriteTxn
 from lmdbstate.postgres import PostgresBackend
@@ -98,10 +100,54 @@ def test_a_bad_schema_name_is_a_config_error(postgres_server: PostgresServer, sc
         CheckpointStore(f"{postgres_server.conninfo}?schema={schema}")
 
 
-def test_an_unreachable_server_is_a_connection_error(postgres_server: PostgresServer) -> None:
-    closed_port = postgres_server.port + 1 if postgres_server.port < 65535 else 1
+@pytest.fixture
+def dead_url() -> Iterator[str]:
+    """A URL whose port is bound but not listening while the test runs: connections refused."""
+    with socket.socket() as bound:
+        bound.bind(("127.0.0.1", 0))
+        yield f"postgresql://nobody@127.0.0.1:{bound.getsockname()[1]}/x?connect_timeout=2"
+
+
+def test_an_unreachable_server_is_a_connection_error(dead_url: str) -> None:
     with pytest.raises(StoreConnectionError, match="cannot reach"):
-        CheckpointStore(f"postgresql://nobody@127.0.0.1:{closed_port}/x?connect_timeout=2")
+        CheckpointStore(dead_url)
+
+
+@pytest.mark.parametrize("schema", ['we"ird', 'a""b'])
+def test_a_schema_name_with_a_double_quote_is_refused(
+    postgres_server: PostgresServer, schema: str
+) -> None:
+    with pytest.raises(ConfigError, match="schema"):
+        CheckpointStore(postgres_server.url(schema))
+
+
+def test_schema_names_may_hold_spaces_and_capitals(postgres_server: PostgresServer) -> None:
+    url = postgres_server.url("My Store")
+    with CheckpointStore(url) as store:
+        store.put("wf", {"n": 1})
+        assert store.stats().file_bytes > 0
+    with CheckpointStore(url, readonly=True) as store:
+        assert store.latest("wf") is not None
+
+
+def test_libpq_parameters_reach_the_server_as_written(postgres_server: PostgresServer) -> None:
+    url = postgres_server.url() + "&application_name=my%20app&options=-c%20lock_timeout%3D1234"
+    with CheckpointStore(url) as store:
+        backend = store._backend
+        assert isinstance(backend, PostgresBackend)
+        shown = backend._run(
+            lambda txn: txn._cursor.execute(
+                "SELECT current_setting('application_name'), current_setting('lock_timeout')"
+            ).fetchone(),
+            readonly=True,
+        )
+    assert shown == ("my app", "1234ms")
+
+
+def test_backup_names_of_a_postgres_store_stay_in_the_working_directory() -> None:
+    name = path_beside("postgresql://h/../db?schema=../../etc", ".backup-1")
+    assert Path(name).parent == Path.cwd()
+    assert "/" not in Path(name).name
 
 
 def test_read_only_open_of_an_empty_schema_finds_no_store(url: str) -> None:
@@ -144,7 +190,16 @@ def test_a_connection_killed_between_calls_fails_one_call_then_reconnects(
     postgres_server: PostgresServer, pg_store: CheckpointStore
 ) -> None:
     pg_store.put("wf", {"n": 1})
-    assert postgres_server.terminate_backends() >= 1  # the store's pooled connection
+    # Several pooled connections, as after concurrent calls; then a server restart kills all.
+    in_threads = [threading.Thread(target=pg_store.latest, args=("wf",)) for _ in range(6)]
+    for thread in in_threads:
+        thread.start()
+    for thread in in_threads:
+        thread.join()
+    backend = pg_store._backend
+    assert isinstance(backend, PostgresBackend)
+    assert len(backend._idle) > 1
+    assert postgres_server.terminate_backends() >= len(backend._idle)
     with pytest.raises(StoreConnectionError, match="nothing was written"):
         pg_store.put("wf", {"n": 2})
     assert pg_store.put("wf", {"n": 3}).seq == 2
@@ -181,6 +236,7 @@ def test_a_fork_child_cannot_use_the_parents_store(pg_store: CheckpointStore) ->
             outcome = b"used"
         except ForkedStoreError:
             outcome = b"refused"
+        pg_store.close()  # must not end the parent's sessions, which share these sockets
         os.write(write, outcome)
         os._exit(0)
     os.close(write)
@@ -405,9 +461,12 @@ def test_copy_refuses_a_destination_that_holds_a_store(
     source = tmp_path / "source"
     CheckpointStore(source).close()
     with pytest.raises(StoreError, match="already holds a store"):
-        copy_store(source, pg_store.path.replace("***", ""))
+        copy_store(source, pg_store.path)
     with pytest.raises(StoreError, match="source itself"):
         copy_store(pg_store.path, pg_store.path)
+    same_store_written_otherwise = pg_store.path.replace("lmdbstate@", "lmdbstate:pw@") + "&x=1"
+    with pytest.raises(StoreError, match="source itself"):
+        copy_store(pg_store.path, same_store_written_otherwise.replace("&x=1", ""))
 
 
 def test_recover_says_it_reads_lmdb_files_only(tmp_path: Path, url: str) -> None:
@@ -456,9 +515,8 @@ def test_the_cli_works_on_a_postgres_store(tmp_path: Path, url: str) -> None:
     assert json.loads(copied.stdout)["checkpoints"] == 6
 
 
-def test_the_cli_reports_an_unreachable_server_in_one_line(postgres_server: PostgresServer) -> None:
-    dead = f"postgresql://nobody@127.0.0.1:{postgres_server.port + 1}/x?connect_timeout=2"
-    result = invoke_on(CliRunner(), dead, "stats")
+def test_the_cli_reports_an_unreachable_server_in_one_line(dead_url: str) -> None:
+    result = invoke_on(CliRunner(), dead_url, "stats")
     assert result.exit_code == 1
     assert result.stderr.startswith("error: cannot reach the PostgreSQL server")
 
@@ -504,3 +562,54 @@ def test_export_from_postgres_imports_into_lmdb_with_the_same_records(
         report = import_jsonl(store, tmp_path / "out.jsonl")
         assert (report.imported, report.mismatched) == (15, ())
         assert raw_tables(store)["ckpt"] == raw_tables(pg_store)["ckpt"]
+
+
+def test_config_show_hides_the_password_of_a_store_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LMDBSTATE_PATH", "postgresql://app:hunter2@db.internal/ckpt")
+    result = CliRunner().invoke(app, ["config", "show", "--json"])
+    assert result.exit_code == 0, result.output
+    assert "hunter2" not in result.stdout
+    assert json.loads(result.stdout)["path"]["value"] == (
+        "postgresql://app:***@db.internal/ckpt?schema=lmdbstate"
+    )
+
+
+# A trigger that ends its own session when it fires, at COMMIT: the client loses the
+# connection while its commit is under way (and the server, dying first, commits nothing).
+DIE_AT_COMMIT = """
+CREATE FUNCTION {schema}.die() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN PERFORM pg_terminate_backend(pg_backend_pid()); RETURN NULL; END $$;
+CREATE CONSTRAINT TRIGGER die AFTER INSERT ON {schema}.ckpt
+DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION {schema}.die();
+"""
+
+
+def test_a_connection_lost_during_the_commit_says_the_outcome_is_unknown(
+    postgres_server: PostgresServer, pg_store: CheckpointStore
+) -> None:
+    pg_store.put("wf", {"n": 1})
+    schema = pg_store.path.rsplit("=", 1)[1]
+    with psycopg.connect(postgres_server.conninfo, autocommit=True) as conn:
+        conn.execute(DIE_AT_COMMIT.format(schema=f'"{schema}"'))
+    with pytest.raises(StoreConnectionError, match="may or may not have been committed"):
+        pg_store.put("wf", {"n": 2})
+    with psycopg.connect(postgres_server.conninfo, autocommit=True) as conn:
+        conn.execute(f'DROP TRIGGER die ON "{schema}".ckpt')
+    assert pg_store.workflow("wf").head_seq == 1  # here, the server died before committing
+    assert pg_store.verify().ok
+
+
+def test_a_put_the_server_refuses_is_not_a_lost_connection(
+    postgres_server: PostgresServer, url: str
+) -> None:
+    """A lock timeout while the pipeline flushes the puts: the connection lives, nothing was
+    written, and the error says the server refused, not that the commit may have happened."""
+    with CheckpointStore(url + "&options=-c%20lock_timeout%3D200") as store:
+        store.put("wf", {"n": 1})
+        schema = url.rsplit("=", 1)[1]
+        with psycopg.connect(postgres_server.conninfo) as blocker:
+            blocker.execute(f'LOCK TABLE "{schema}".age IN ACCESS EXCLUSIVE MODE')
+            with pytest.raises(StoreError, match="refused an operation") as raised:
+                store.put("wf", {"n": 2})
+            assert not isinstance(raised.value, StoreConnectionError)
+        assert store.put("wf", {"n": 3}).seq == 2

@@ -878,4 +878,7 @@ def main() -> None:
     # The library never prints; its warnings (a damaged checkpoint skipped, a lease taken
     # over) are worth a line on a terminal.
     logging.getLogger("lmdbstate").addHandler(render.WarningLines(logging.WARNING))
+    # psycopg logs its own clean-up after a lost connection; the error itself is reported in
+    # one line already, so its records go nowhere rather than to Python's last-resort handler.
+    logging.getLogger("psycopg").addHandler(logging.NullHandler())
     app()

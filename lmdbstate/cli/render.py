@@ -35,6 +35,7 @@ from rich.progress import (
 from rich.table import Column, Table
 from rich.text import Text
 
+from ..backends import shown_location
 from ..config import Config
 from ..demo import DemoReport
 from ..errors import LmdbStateError
@@ -682,6 +683,9 @@ def run_result(result: RunResult, *, as_json: bool) -> None:
 def config_settings(config: Config, *, as_json: bool) -> None:
     """The ``config show`` output: every setting, its value and where it came from."""
     settings = config.settings()
+    path = settings.get("path")
+    if isinstance(path, str):
+        settings["path"] = shown_location(path)  # a URL's password stays hidden
     if as_json:
         emit_json(
             {
