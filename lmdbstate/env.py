@@ -37,8 +37,8 @@ from .errors import (
     StoreNotFoundError,
     UnsupportedFormatError,
 )
-from .group import GroupCommitter, Item, Outcome
-from .kv import META, TABLES, ReadTxn, StorageInfo, ViewTxn, WriteTxn
+from .group import GroupCommitter, Item, Outcome, PutsUnderWay
+from .kv import META, TABLES, ReadTxn, StorageInfo, ViewTxn, WriteTxn, copy_tables
 from .lmdbfile import DATA_FILE, LOCK_FILE, DataFile, lock_holders, mirror_meta, preflight
 
 T = TypeVar("T")
@@ -610,6 +610,28 @@ def require_new_directory(path: str) -> None:
         raise StoreError(f"{path} already exists", path=path, hint="give a new or empty directory")
 
 
+def copy_into_new_store(
+    read: Callable[[Callable[[ReadTxn, LmdbBackend], None], LmdbBackend], None], dest: str
+) -> None:
+    """Copy every table, as one read transaction of ``read`` shows them, into a new LMDB store.
+
+    ``read`` is a backend's ``read``; the copy at ``dest`` is written in chunks meanwhile.
+
+    Raises:
+        StoreError: ``dest`` exists and is not an empty directory, or the copy failed.
+    """
+    require_new_directory(dest)
+    copy = LmdbBackend(dest, EnvOptions())
+    try:
+        read(_copy_all, copy)
+    finally:
+        copy.close()
+
+
+def _copy_all(txn: ReadTxn, copy: LmdbBackend) -> None:
+    copy_tables(txn, copy)
+
+
 def _check_location(path: str, readonly: bool) -> None:
     if os.path.exists(path) and not os.path.isdir(path):
         raise StoreError(
@@ -674,8 +696,7 @@ class LmdbBackend:
         self.readonly = options.readonly
         self._closed = False
         self._shared = _acquire(self.location, options)
-        self._grouped = 0  # group-commit puts under way: close() waits for them
-        self._drained = threading.Condition()
+        self._puts = PutsUnderWay()
 
     def _usable(self) -> _SharedEnv:
         if self._closed:
@@ -726,16 +747,7 @@ class LmdbBackend:
         """
         committer = self._shared.committer
         assert committer is not None, "group commit needs a writable group-mode environment"
-        with self._drained:
-            self._usable()
-            self._grouped += 1
-        try:
-            return committer.commit(fn, self._write_group, self._usable)
-        finally:
-            with self._drained:
-                self._grouped -= 1
-                if not self._grouped:
-                    self._drained.notify_all()
+        return self._puts.commit(committer, fn, self._write_group, self._usable)
 
     def _write_group(
         self, fn: Callable[[WriteTxn, list[Item]], list[Outcome]], items: list[Item]
@@ -834,11 +846,8 @@ class LmdbBackend:
         """Stop using the environment; the last user in this process closes it."""
         if self._closed:
             return
-        with self._drained:
-            self._closed = True
-            if self._shared.committer is not None:
-                self._shared.committer.wake_waiters()
-            # Queued puts are committed by their own callers (one of them leads): wait for them,
-            # so that each either commits or fails, and the environment outlives them.
-            self._drained.wait_for(lambda: not self._grouped)
+        self._puts.close(self._mark_closed, self._shared.committer)
         _release(self._shared)
+
+    def _mark_closed(self) -> None:
+        self._closed = True

@@ -73,6 +73,50 @@ def _apply_group(txn: WriteTxn, items: list[Item]) -> list[Outcome]:
     return outcomes
 
 
+class PutsUnderWay:
+    """The grouped puts one store object has under way: its ``close`` waits for them.
+
+    Queued puts are committed by their own callers (one of them leads), so a store that closes
+    waits until each has committed or failed, and its storage outlives them; puts that come
+    after the close are refused.
+    """
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._drained = threading.Condition()
+
+    def commit(
+        self,
+        committer: GroupCommitter,
+        item: Callable[[WriteTxn], T],
+        write: WriteGroup,
+        usable: Callable[[], object],
+    ) -> T:
+        """``committer.commit(item, write, usable)``, counted while it runs.
+
+        Raises:
+            StoreClosedError: from ``usable``, when the store is closed already.
+        """
+        with self._drained:
+            usable()
+            self._count += 1
+        try:
+            return committer.commit(item, write, usable)
+        finally:
+            with self._drained:
+                self._count -= 1
+                if not self._count:
+                    self._drained.notify_all()
+
+    def close(self, mark_closed: Callable[[], None], committer: GroupCommitter | None) -> None:
+        """Run ``mark_closed`` (after which ``usable`` raises), then wait for the puts."""
+        with self._drained:
+            mark_closed()
+            if committer is not None:
+                committer.wake_waiters()  # puts waiting for room see the store closed
+            self._drained.wait_for(lambda: not self._count)
+
+
 class GroupCommitter:
     """The queue and the leader of one environment's group commits."""
 

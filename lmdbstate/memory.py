@@ -15,9 +15,9 @@ from bisect import bisect_left, insort
 from collections.abc import Callable, Iterator
 from typing import TypeVar, TypeVarTuple
 
-from .env import EnvOptions, LmdbBackend, require_new_directory
+from .env import copy_into_new_store
 from .errors import ReadOnlyStoreError, StoreClosedError
-from .kv import TABLES, ReadTxn, StorageInfo, ViewTxn, WriteTxn, copy_tables
+from .kv import TABLES, ReadTxn, StorageInfo, ViewTxn, WriteTxn
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -286,12 +286,7 @@ class MemoryBackend:
             StoreError: ``dest`` exists and is not an empty directory, or the copy failed.
         """
         self._check_open()
-        require_new_directory(dest)
-        copy = LmdbBackend(dest, EnvOptions())
-        try:
-            self.read(copy_tables, copy)  # the lock held throughout: one snapshot
-        finally:
-            copy.close()
+        copy_into_new_store(self.read, dest)  # the lock held throughout: one snapshot
 
     def close(self) -> None:
         """Drop everything held; idempotent. Later calls raise ``StoreClosedError``."""

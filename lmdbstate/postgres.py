@@ -36,7 +36,7 @@ from psycopg import errors as pg_errors
 from psycopg import sql
 
 from .backends import parse_postgres_url
-from .env import EnvOptions, LmdbBackend, require_new_directory
+from .env import EnvOptions, copy_into_new_store
 from .errors import (
     ForkedStoreError,
     ReadOnlyStoreError,
@@ -47,8 +47,8 @@ from .errors import (
     StoreNotFoundError,
     UnsupportedFormatError,
 )
-from .group import GroupCommitter, Item, Outcome
-from .kv import TABLES, ReadTxn, StorageInfo, ViewTxn, WriteTxn, copy_tables
+from .group import GroupCommitter, Item, Outcome, PutsUnderWay
+from .kv import TABLES, ReadTxn, StorageInfo, ViewTxn, WriteTxn
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -196,8 +196,7 @@ class PostgresBackend:
         self.committer = (
             GroupCommitter() if options.durability == "group" and not options.readonly else None
         )
-        self._grouped = 0  # group-commit puts under way: close() waits for them
-        self._drained = threading.Condition()
+        self._puts = PutsUnderWay()
         try:
             self._check_layout()
         except BaseException:
@@ -336,16 +335,7 @@ class PostgresBackend:
         """
         committer = self.committer
         assert committer is not None, "group commit needs a writable group-mode store"
-        with self._drained:
-            self._usable()
-            self._grouped += 1
-        try:
-            return committer.commit(fn, self._write_group, self._usable)
-        finally:
-            with self._drained:
-                self._grouped -= 1
-                if not self._grouped:
-                    self._drained.notify_all()
+        return self._puts.commit(committer, fn, self._write_group, self._usable)
 
     def _write_group(
         self, fn: Callable[[WriteTxn, list[Item]], list[Outcome]], items: list[Item]
@@ -477,12 +467,7 @@ class PostgresBackend:
             StoreError: ``dest`` exists and is not an empty directory, or the copy failed.
         """
         self._usable()
-        require_new_directory(dest)
-        copy = LmdbBackend(dest, EnvOptions())
-        try:
-            self._run(lambda txn: copy_tables(txn, copy), readonly=True)
-        finally:
-            copy.close()
+        copy_into_new_store(self.read, dest)
 
     def close(self) -> None:
         """Close the pooled connections; idempotent. Grouped puts under way finish first.
@@ -496,12 +481,11 @@ class PostgresBackend:
             self._closed = True
             self._idle = []
             return
-        with self._drained:
-            self._closed = True
-            if self.committer is not None:
-                self.committer.wake_waiters()
-            self._drained.wait_for(lambda: not self._grouped)
+        self._puts.close(self._mark_closed, self.committer)
         self._drop_idle()
+
+    def _mark_closed(self) -> None:
+        self._closed = True
 
 
 _BEGIN_READ = sql.SQL("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
