@@ -420,6 +420,22 @@ def test_retention_keeps_what_delta_channels_and_pending_writes_need(saver: Lmdb
     assert saver.store.verify().ok
 
 
+def test_a_replayed_branch_keeps_its_delta_channel_value_through_gc(saver: LmdbSaver) -> None:
+    """Retention keeps the newest checkpoints by seq; a branch replayed from an older
+    checkpoint has ancestors older than the abandoned branch. LangGraph starts such a branch
+    with a snapshot of the channel, so the newest checkpoints hold all it needs: gc must leave
+    its value whole."""
+    graph = delta_graph(saver, steps=14, snapshot_frequency=8)
+    config: Any = {"configurable": {"thread_id": "branch"}}
+    graph.invoke({"items": [], "n": 0}, config)
+    older = next(s for s in graph.get_state_history(config) if s.values.get("n") == 11)
+    graph.invoke(None, older.config)  # a new branch from n=11, beside the first one
+    before = graph.get_state(config).values
+    assert before == {"items": list(range(14)), "n": 14}
+    assert saver.store.gc(RetentionPolicy(keep_last=1)).checkpoints_removed > 0
+    assert graph.get_state(config).values == before
+
+
 def test_a_damaged_fork_falls_back_to_its_parent_not_the_abandoned_branch(
     store_path: Path,
 ) -> None:
