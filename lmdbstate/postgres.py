@@ -515,9 +515,9 @@ def _committing(conn: psycopg.Connection[Any]) -> Iterator[None]:
     try:
         yield
     except psycopg.Error as exc:
-        # A live connection means the server answered: the pipeline failed before COMMIT ran
-        # (a put refused, a timeout), and nothing was written. A dead one may have committed.
-        if conn.broken or conn.closed:
+        # A server that refused a statement answered: the pipeline failed before COMMIT ran
+        # (a put refused, a timeout), and nothing was written. A lost one may have committed.
+        if _connection_lost(exc, conn):
             raise _CommitInterrupted(_first_line(exc)) from exc
         raise
 
@@ -553,13 +553,28 @@ def _translated_errors(
             raise StoreConnectionError(
                 f"cannot reach the PostgreSQL server of store {location}: {_first_line(exc)}"
             ) from exc
-        if conn.broken or conn.closed:
+        if _connection_lost(exc, conn):
             raise StoreConnectionError(
                 f"the connection to store {location} was lost;{nothing} {_first_line(exc)}"
             ) from exc
         raise StoreError(
             f"PostgreSQL refused an operation on store {location}:{nothing} {_first_line(exc)}"
         ) from exc
+
+
+_LOST_STATES = frozenset({"57P01", "57P02", "57P03", "25P03"})
+"""Server errors that end the session: admin shutdown, crash shutdown, cannot connect now,
+idle-in-transaction timeout (besides class 08, connection exceptions)."""
+
+
+def _connection_lost(exc: psycopg.Error, conn: psycopg.Connection[Any]) -> bool:
+    """True when ``exc`` ended the session, rather than refusing one statement of it."""
+    if conn.broken or conn.closed:
+        return True
+    state = exc.sqlstate
+    if state is None:  # found by the client: the socket closed, or a protocol error
+        return isinstance(exc, psycopg.OperationalError)
+    return state.startswith("08") or state in _LOST_STATES
 
 
 def _first_line(exc: BaseException) -> str:

@@ -84,16 +84,18 @@ class PostgresServer:
         return {"user": self._owner.pw_uid, "group": self._owner.pw_gid, "extra_groups": []}
 
     def start(self) -> None:
-        """Create the cluster and start the server; return once it accepts connections."""
+        """Start the server (after creating the cluster, the first time); return once it
+        accepts connections. After ``kill``, it starts again on the same data and port."""
         data = self._root / "data"
         log = self._root / "server.log"
-        subprocess.run(
-            [str(self._bin / "initdb"), "-D", str(data), "-U", USER, "--auth=trust", "-E", "UTF8"]
-            + ["--no-sync", "--no-instructions"],
-            check=True,
-            capture_output=True,
-            **self._run_as_owner(),  # type: ignore[arg-type]
-        )
+        if not data.exists():
+            subprocess.run(
+                [str(self._bin / "initdb"), "-D", str(data), "-U", USER, "--auth=trust"]
+                + ["-E", "UTF8", "--no-sync", "--no-instructions"],
+                check=True,
+                capture_output=True,
+                **self._run_as_owner(),  # type: ignore[arg-type]
+            )
         settings = {
             "listen_addresses": "127.0.0.1",
             "port": str(self.port),
@@ -105,7 +107,7 @@ class PostgresServer:
         command = [str(self._bin / "postgres"), "-D", str(data)]
         for name, value in settings.items():
             command += ["-c", f"{name}={value}"]
-        with open(log, "wb") as log_file:
+        with open(log, "ab") as log_file:
             self._process = subprocess.Popen(
                 command,
                 stdout=log_file,
@@ -145,6 +147,13 @@ class PostgresServer:
                 "WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'"
             ).fetchone()
         return int(row[0]) if row else 0
+
+    def kill(self) -> None:
+        """SIGKILL the server and every backend, as a crash would; ``start`` recovers it."""
+        assert self._process is not None
+        os.killpg(self._process.pid, signal.SIGKILL)
+        self._process.wait()
+        self._process = None
 
     def stop(self) -> None:
         """Stop the server (fast shutdown) and remove the cluster; idempotent."""

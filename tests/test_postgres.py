@@ -613,3 +613,66 @@ def test_a_put_the_server_refuses_is_not_a_lost_connection(
                 store.put("wf", {"n": 2})
             assert not isinstance(raised.value, StoreConnectionError)
         assert store.put("wf", {"n": 3}).seq == 2
+
+
+# Puts as fast as it can; prints each seq once put returned. While the server is away it
+# prints "lost" and tries again, from the head it reads then, until told to stop (stdin).
+SURVIVOR = textwrap.dedent(
+    """
+    import sys, threading, time
+    from lmdbstate import CheckpointStore, LmdbStateError, SequenceConflictError
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+    with CheckpointStore(sys.argv[1]) as store:
+        print("ready", flush=True)
+        while not stop.is_set():
+            try:
+                latest = store.latest("wf")
+                head = 0 if latest is None else latest.seq
+                print(store.put("wf", {"seq": head + 1}, expect_seq=head).seq, flush=True)
+            except SequenceConflictError:
+                raise  # nobody else writes: a conflict would be a bug
+            except LmdbStateError as exc:
+                print("lost", type(exc).__name__, flush=True)
+                time.sleep(0.05)
+    """
+)
+
+
+def test_a_killed_and_restarted_server_loses_no_acknowledged_put() -> None:
+    server = PostgresServer()
+    server.start()
+    try:
+        url = server.url("survivor")
+        CheckpointStore(url).close()
+        proc = subprocess.Popen(
+            [sys.executable, "-c", SURVIVOR, url], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        assert proc.stdout is not None
+        assert proc.stdin is not None
+        assert proc.stdout.readline() == b"ready\n"
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(map(bytes.decode, proc.stdout)))
+        reader.start()
+        time.sleep(0.5)
+        server.kill()  # the server and its backends, mid-put
+        time.sleep(0.5)
+        server.start()  # crash recovery from the WAL
+        time.sleep(1.0)
+        proc.stdin.close()
+        proc.wait(timeout=60)
+        reader.join()
+        proc.stdout.close()
+        assert proc.returncode == 0, lines[-5:]
+        lost = [line for line in lines if line.startswith("lost")]
+        acked = [int(line) for line in lines if line.strip().isdigit()]
+        assert lost, "the writer never saw the server go"
+        assert all("StoreConnectionError" in line for line in lost), lost[:3]
+        assert acked[-1] > acked[len(acked) // 2] > 0  # it wrote before and after the restart
+        with CheckpointStore(url, readonly=True) as store:
+            present = [info.seq for info in store.history("wf")]
+            assert present == list(range(1, len(present) + 1))
+            assert set(acked) <= set(present)
+            assert store.verify(deep=True).ok
+    finally:
+        server.stop()
