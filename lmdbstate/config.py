@@ -19,9 +19,9 @@ from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import Any, Literal, get_args
 
-from .backends import is_url
 from .env import DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE, DURABILITIES, MIN_MAP_SIZE
 from .errors import ConfigError
+from .locations import is_url
 from .memory import MEMORY_PATH
 from .models import Durability
 from .retention import RetentionPolicy
@@ -332,17 +332,23 @@ class Config:
         interval = self.checkpoint_interval
         policy_source = self.sources.get("checkpoint_policy", "argument")
         policy = f"the {self.checkpoint_policy} policy (from {policy_source})"
+        interval_hint = (
+            "set checkpoint_interval: `lmdbstate run --interval N`, LMDBSTATE_CHECKPOINT_INTERVAL "
+            "or the config file"
+        )
         if self.checkpoint_policy == "every_n_steps" and type(interval) is not int:
             raise self._invalid(
-                "checkpoint_interval", f"{policy} needs a whole number of steps, got {interval!r}"
+                "checkpoint_interval",
+                f"{policy} needs a whole number of steps, got {interval!r}",
+                interval_hint,
             )
         if self.checkpoint_policy == "time_based" and interval is None:
-            raise self._invalid("checkpoint_interval", f"{policy} needs a number of seconds")
+            raise self._invalid(
+                "checkpoint_interval", f"{policy} needs a number of seconds", interval_hint
+            )
 
-    def _invalid(self, name: str, reason: str) -> ConfigError:
-        return ConfigError(
-            f"{name} from {self.sources.get(name, 'argument')}: {reason}", hint=_HINT
-        )
+    def _invalid(self, name: str, reason: str, hint: str = _HINT) -> ConfigError:
+        return ConfigError(f"{name} from {self.sources.get(name, 'argument')}: {reason}", hint=hint)
 
     def settings(self) -> dict[str, object]:
         """Every setting as a config file would write it (sizes and ages in units; None: unset)."""

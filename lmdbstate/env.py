@@ -40,6 +40,7 @@ from .errors import (
 from .group import GroupCommitter, Item, Outcome, PutsUnderWay
 from .kv import META, TABLES, ReadTxn, StorageInfo, ViewTxn, WriteTxn, copy_tables
 from .lmdbfile import DATA_FILE, LOCK_FILE, DataFile, lock_holders, mirror_meta, preflight
+from .locations import is_url, shown_location
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -604,8 +605,13 @@ def require_new_directory(path: str) -> None:
     """Refuse a destination for a copy that exists and is not an empty directory.
 
     Raises:
-        StoreError: it does.
+        StoreError: it does, or it is a PostgreSQL URL (copies are LMDB directories).
     """
+    if is_url(path):
+        raise StoreError(
+            f"{shown_location(path)} is a PostgreSQL URL: this writes an LMDB directory",
+            hint="give a directory; `lmdbstate copy SRC URL` copies a store into PostgreSQL",
+        )
     if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
         raise StoreError(f"{path} already exists", path=path, hint="give a new or empty directory")
 

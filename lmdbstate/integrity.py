@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 from itertools import islice
 
 from . import codec, records
-from .backends import path_beside
 from .errors import CodecError, IntegrityError, StoreCorruptedError
 from .index import DELETED_NS, WorkflowEntry, created_ns_of, workflow_id_of
 from .keys import SEQ_BYTES, age_key, seq_of, split_age_key, workflow_bounds
 from .kv import AGE, CKPT, META, WF, Backend, ReadTxn, WriteTxn
 from .lmdbfile import DataFile, LeafItem, Skipped
+from .locations import path_beside
 from .models import (
     DamagedRecord,
     IndexProblem,

@@ -27,7 +27,6 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from . import codec
-from .backends import path_beside
 from .errors import (
     ConfigError,
     LmdbStateError,
@@ -35,6 +34,7 @@ from .errors import (
     UnsupportedFormatError,
 )
 from .kv import CKPT, META, TABLES, Backend, ReadTxn, WriteTxn, put_items, table_chunks
+from .locations import path_beside
 from .memory import MemoryBackend
 from .models import StoreMigrationReport, StoreStep
 

@@ -35,7 +35,6 @@ import xxhash
 from psycopg import errors as pg_errors
 from psycopg import sql
 
-from .backends import parse_postgres_url
 from .env import EnvOptions, copy_into_new_store
 from .errors import (
     ForkedStoreError,
@@ -49,6 +48,7 @@ from .errors import (
 )
 from .group import GroupCommitter, Item, Outcome, PutsUnderWay
 from .kv import TABLES, ReadTxn, StorageInfo, ViewTxn, WriteTxn
+from .locations import parse_postgres_url
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")

@@ -130,7 +130,7 @@ def load_workflow(entrypoint: str) -> Workflow:
         ) from exc
     if not isinstance(target, Workflow):
         raise InvalidInputError(
-            f"entrypoint {entrypoint!r} is a {type(target).__name__}, not a Workflow",
+            f"entrypoint {entrypoint!r} is not a Workflow (its type is {type(target).__name__!r})",
             hint=_ENTRYPOINT_HINT,
         )
     return target

@@ -22,7 +22,7 @@ from types import TracebackType
 from typing import Any, TypeVar, TypeVarTuple
 
 from . import codec, collector, integrity, keyed, migrations, records
-from .backends import is_url, open_backend
+from .backends import open_backend
 from .env import (
     DEFAULT_MAP_SIZE,
     DEFAULT_MAX_MAP_SIZE,
@@ -80,6 +80,7 @@ from .kv import (
     scan_chunk,
 )
 from .lmdbfile import DATA_FILE, DataFile
+from .locations import is_url
 from .migrations import STORE_FORMAT
 from .models import (
     STATUSES,
@@ -755,24 +756,41 @@ class CheckpointStore:
         return {name: value for name, value in entry.extras.items() if name != _LEASE}
 
     def history(
-        self, workflow_id: str, *, reverse: bool = False, limit: int | None = None
+        self,
+        workflow_id: str,
+        *,
+        reverse: bool = False,
+        limit: int | None = None,
+        on_damaged: Callable[[IntegrityError], object] | None = None,
     ) -> Iterator[CheckpointInfo]:
         """The workflow's checkpoints in seq order (newest first with ``reverse``), without state.
 
         Records are read in chunks, each in its own short read transaction, so a slow loop over
         the result never holds a transaction open.
 
+        Args:
+            workflow_id: the workflow.
+            reverse: newest first.
+            limit: at most this many records (damaged ones count).
+            on_damaged: called with the error of each damaged record, which is then skipped;
+                without it, the iterator raises at the first one.
+
         Raises:
             WorkflowNotFoundError: no such workflow (raised by this call, not by the iterator).
-            IntegrityError: (from the iterator) a damaged record.
+            IntegrityError: (from the iterator) a damaged record, unless ``on_damaged``.
         """
         workflow_key = encode_workflow_id(workflow_id)
         _check_limit(limit)
         self._backend.read(required_entry, workflow_key)
-        return self._history(workflow_id, workflow_key, reverse, limit)
+        return self._history(workflow_id, workflow_key, reverse, limit, on_damaged)
 
     def _history(
-        self, workflow_id: str, workflow_key: bytes, reverse: bool, limit: int | None
+        self,
+        workflow_id: str,
+        workflow_key: bytes,
+        reverse: bool,
+        limit: int | None,
+        on_damaged: Callable[[IntegrityError], object] | None = None,
     ) -> Iterator[CheckpointInfo]:
         low, high = workflow_bounds(workflow_key)
         remaining = limit
@@ -782,9 +800,12 @@ class CheckpointStore:
                 _info_chunk, workflow_id, low, high, reverse, size
             )
             for info in infos:
-                if isinstance(info, IntegrityError):
+                if not isinstance(info, IntegrityError):
+                    yield info
+                elif on_damaged is None:
                     raise info
-                yield info
+                else:
+                    on_damaged(info)
             if last_key is None or len(infos) < size:
                 return
             if remaining is not None:
@@ -838,8 +859,11 @@ class CheckpointStore:
 
         Raises:
             InvalidWorkflowIdError: a bad ``workflow_id``.
+            WorkflowNotFoundError: ``workflow_id`` has neither an index entry nor a record.
         """
         workflow_key = None if workflow_id is None else encode_workflow_id(workflow_id)
+        if workflow_key is not None and not self._backend.read(_known, workflow_key):
+            raise WorkflowNotFoundError(workflow_id_of(workflow_key))
         return integrity.verify(
             self._backend, workflow_key=workflow_key, deep=deep, progress=progress
         )
@@ -1156,6 +1180,14 @@ def _initialise_meta(txn: WriteTxn) -> int:
     ):
         txn.put(META, name, codec.encode(value))
     return STORE_FORMAT
+
+
+def _known(txn: ReadTxn, workflow_key: bytes) -> bool:
+    """True when the store has an index entry or a record of the workflow (either may be lost)."""
+    return (
+        txn.get(WF, workflow_key) is not None
+        or txn.last(CKPT, *workflow_bounds(workflow_key)) is not None
+    )
 
 
 def _age_bounds(txn: ReadTxn) -> tuple[int, int | None, int | None]:

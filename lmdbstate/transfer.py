@@ -11,10 +11,11 @@ import os
 import time
 from collections.abc import Callable
 
-from .backends import is_url, open_backend, shown_location
+from .backends import open_backend
 from .env import EnvOptions, require_new_directory
 from .errors import ConfigError, StoreError
 from .kv import CKPT, TABLES, WF, Backend, ReadTxn, copy_tables
+from .locations import is_url, shown_location
 from .memory import MEMORY_PATH
 from .models import CopyReport
 from .store import CheckpointStore

@@ -551,11 +551,22 @@ def test_show_damaged_checkpoint_exits_3(runner: CliRunner, filled: Filled, offs
     assert invoke(runner, "show", "wf-b", store=filled.path).exit_code == 0
 
 
-def test_history_with_a_damaged_checkpoint_exits_3(runner: CliRunner, filled: Filled) -> None:
+def test_history_lists_the_intact_checkpoints_and_exits_3_on_damage(
+    runner: CliRunner, filled: Filled
+) -> None:
     damage(filled.path, b"ckpt", checkpoint_key("wf-a", 1), -1)
     result = invoke(runner, "history", "wf-a", "--json", store=filled.path)
     assert result.exit_code == 3
-    assert error_lines(result)[0].startswith("error: checkpoint 1 of workflow 'wf-a' is damaged")
+    assert error_lines(result)[0].startswith("error: 1 damaged: seq 1 (")
+    rows = json.loads(result.stdout)
+    assert [row["seq"] for row in rows] == [2, 1]
+    assert rows[0]["digest"] == f"{filled.checkpoints['wf-a'][1].digest:016x}"
+    assert isinstance(rows[1]["damaged"], str)
+    assert rows[1]["damaged"]
+    table = invoke(runner, "history", "wf-a", "--reverse", store=filled.path)
+    assert table.exit_code == 3
+    assert f"{filled.checkpoints['wf-a'][1].digest:016x}" in table.stdout
+    assert f"{filled.checkpoints['wf-a'][0].digest:016x}" not in table.stdout
 
 
 def test_damaged_index_entry_exits_3(runner: CliRunner, filled: Filled) -> None:

@@ -18,6 +18,7 @@ from lmdbstate import (
     ReadOnlyStoreError,
     StoreCorruptedError,
     StoreError,
+    WorkflowNotFoundError,
     recover,
 )
 from lmdbstate.keys import age_key, checkpoint_key
@@ -52,7 +53,8 @@ def test_a_clean_store_verifies(store_path: Path) -> None:
         assert store.verify(deep=True).ok
         one = store.verify(workflow_id="wf-03")
         assert (one.workflows, one.records) == (1, 40)
-        assert store.verify(workflow_id="missing").workflows == 0
+        with pytest.raises(WorkflowNotFoundError):  # a typo is not a clean bill of health
+            store.verify(workflow_id="missing")
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -35,14 +35,15 @@ from lmdbstate import (
     StoreNotFoundError,
     UnsupportedFormatError,
     WorkflowLockedError,
+    WorkflowNotFoundError,
     copy_store,
     export_jsonl,
     import_jsonl,
     recover,
 )
-from lmdbstate.backends import path_beside
 from lmdbstate.cli import app
 from lmdbstate.kv import TABLES, ReadTxn, WriteTxn
+from lmdbstate.locations import path_beside
 from lmdbstate.postgres import PostgresBackend
 
 from .conftest import invoke_on
@@ -676,3 +677,36 @@ def test_a_killed_and_restarted_server_loses_no_acknowledged_put() -> None:
             assert store.verify(deep=True).ok
     finally:
         server.stop()
+
+
+def test_copies_into_a_directory_refuse_a_url(tmp_path: Path) -> None:
+    """backup, compact --dest and the backups of repair and migrate write LMDB directories:
+    given a URL they refuse it, rather than make a directory named after it."""
+    url = "postgresql://app:secret@db.internal/ckpt?schema=bk"
+    with CheckpointStore(tmp_path / "store") as store:
+        store.put("wf", {})
+        for copy in (store.backup, store.compact, lambda dest: store.repair(backup_dir=dest)):
+            with pytest.raises(StoreError, match="is a PostgreSQL URL") as raised:
+                copy(url)
+            assert "secret" not in str(raised.value)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["store"]
+    runner = CliRunner()
+    for args in (["backup", url], ["compact", "--dest", url], ["recover", str(tmp_path), url]):
+        result = invoke_on(runner, tmp_path / "store", *args)
+        assert result.exit_code == 1, (args, result.output)
+        assert "PostgreSQL" in result.stderr
+    recovered = invoke_on(runner, tmp_path / "store", "recover", url, str(tmp_path / "r"))
+    assert "page by page" in recovered.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["store"]
+
+
+def test_verify_of_an_unknown_workflow_is_not_found(tmp_path: Path, url: str) -> None:
+    for location in (str(tmp_path / "store"), url):
+        with CheckpointStore(location) as store:
+            store.put("wf", {})
+            with pytest.raises(WorkflowNotFoundError):
+                store.verify(workflow_id="nope")
+            assert store.verify(workflow_id="wf").ok
+        result = invoke_on(CliRunner(), location, "verify", "nope")
+        assert result.exit_code == 1
+        assert result.stderr.startswith("error: workflow 'nope' not found")

@@ -108,7 +108,7 @@ def test_load_workflow() -> None:
         (":SIMPLE", "expected MODULE:ATTRIBUTE"),
         ("tests.nowhere:SIMPLE", "ModuleNotFoundError"),
         ("tests.workflows:NOPE", "AttributeError"),
-        ("tests.workflows:STEPS", "is a int, not a Workflow"),
+        ("tests.workflows:STEPS", r"is not a Workflow \(its type is 'int'\)"),
     ]:
         with pytest.raises(InvalidInputError, match=fragment) as caught:
             load_workflow(bad)

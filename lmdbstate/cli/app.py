@@ -106,10 +106,10 @@ def root(
         ),
     ] = False,
 ) -> None:
-    """Inspect and maintain an lmdbstate checkpoint store.
+    r"""Inspect and maintain an lmdbstate checkpoint store.
 
     The store is --store, else $LMDBSTATE_PATH, else the path the config file sets
-    (lmdbstate.toml, or [tool.lmdbstate] in pyproject.toml), else .lmdbstate, in the
+    (lmdbstate.toml, or \[tool.lmdbstate] in pyproject.toml), else .lmdbstate, in the
     working directory.
     Exit codes: 0 ok, 1 error, 2 usage error, 3 damage found.
     """
@@ -240,11 +240,18 @@ def history(
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """List a workflow's checkpoints without their state."""
+    """List a workflow's checkpoints without their state.
+
+    Damaged checkpoints are listed after the intact ones, and the command exits 3.
+    """
+    damaged: list[IntegrityError] = []
     with _store(ctx) as store:
-        render.history(
-            list(store.history(workflow_id, reverse=reverse, limit=limit)), as_json=as_json
+        infos = list(
+            store.history(workflow_id, reverse=reverse, limit=limit, on_damaged=damaged.append)
         )
+    render.history(infos, damaged, as_json=as_json)
+    if damaged:
+        raise typer.Exit(EXIT_DAMAGE)
 
 
 @app.command()
@@ -323,7 +330,7 @@ def verify(
 def repair(
     ctx: typer.Context,
     backup: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--backup",
             help="A new directory for the backup taken first "
@@ -436,7 +443,7 @@ def gc(
 def compact(
     ctx: typer.Context,
     dest: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--dest",
             metavar="DIR",
@@ -489,7 +496,7 @@ def copy_command(
 def backup(
     ctx: typer.Context,
     dest: Annotated[
-        Path, typer.Argument(metavar="DEST", help="A new or empty directory for the copy.")
+        str, typer.Argument(metavar="DEST", help="A new or empty directory for the copy.")
     ],
     as_json: JsonFlag = False,
 ) -> None:
@@ -502,10 +509,11 @@ def backup(
 @app.command()
 def recover(
     source: Annotated[
-        Path, typer.Argument(metavar="SRC", help="The damaged store's directory (read only).")
+        str, typer.Argument(metavar="SRC", help="The damaged store's directory (read only).")
     ],
     dest: Annotated[
-        Path, typer.Argument(metavar="DEST", help="A new or empty directory for the new store.")
+        str,
+        typer.Argument(metavar="DEST", help="A new or empty directory for the new store."),
     ],
     as_json: JsonFlag = False,
 ) -> None:
@@ -679,7 +687,7 @@ def migrate(
         bool, typer.Option("--check", help="Show what would change; write nothing.")
     ] = False,
     backup: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--backup",
             metavar="DIR",

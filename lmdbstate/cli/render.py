@@ -16,7 +16,7 @@ import os
 import shlex
 import sys
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
@@ -35,10 +35,10 @@ from rich.progress import (
 from rich.table import Column, Table
 from rich.text import Text
 
-from ..backends import shown_location
 from ..config import Config
 from ..demo import DemoReport
-from ..errors import LmdbStateError
+from ..errors import IntegrityError, LmdbStateError
+from ..locations import shown_location
 from ..models import (
     Checkpoint,
     CheckpointInfo,
@@ -178,12 +178,30 @@ def workflows(infos: Iterable[WorkflowInfo], *, as_json: bool) -> None:
     _table(columns, rows, empty="no workflows")
 
 
-def history(infos: Iterable[CheckpointInfo], *, as_json: bool) -> None:
-    """The ``history`` command's output."""
+def history(
+    infos: Iterable[CheckpointInfo], damaged: Sequence[IntegrityError], *, as_json: bool
+) -> None:
+    """The ``history`` command's output: the intact checkpoints, then the damaged ones."""
     if as_json:
-        emit_json([_info_dict(info) for info in infos])
-        return
-    rows = (
+        rows = [_info_dict(info) for info in infos]
+        rows += [
+            {"workflow_id": exc.workflow_id, "seq": exc.seq, "damaged": exc.reason}
+            for exc in damaged
+        ]
+        emit_json(rows)
+    else:
+        _history_table(infos, damaged)
+    if damaged:
+        error(
+            f"{len(damaged)} damaged: "
+            + ", ".join(f"seq {exc.seq} ({exc.reason})" for exc in damaged),
+            hint="`lmdbstate verify` reports every damaged record; `lmdbstate repair` removes "
+            "them after a backup",
+        )
+
+
+def _history_table(infos: Iterable[CheckpointInfo], damaged: Sequence[IntegrityError]) -> None:
+    table_rows = (
         (
             str(info.seq),
             "-" if info.step is None else str(info.step),
@@ -195,7 +213,7 @@ def history(infos: Iterable[CheckpointInfo], *, as_json: bool) -> None:
         for info in infos
     )
     columns = ("seq", "step", "schema", _time_column("created (UTC)"), "size", "digest")
-    _table(columns, rows, empty="no checkpoints")
+    _table(columns, table_rows, empty="no intact checkpoints" if damaged else "no checkpoints")
 
 
 def checkpoint(ckpt: Checkpoint, *, as_json: bool) -> None:
