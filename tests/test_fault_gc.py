@@ -1,6 +1,7 @@
 """Fault 10: garbage collection under writer processes and CLI readers, and killed with SIGKILL.
 
-Part 1: four writer processes put with ``expect_seq`` (each printing a seq only once its put
+Part 1 (on LMDB, and on PostgreSQL with the writers as its hosts): four writer processes put
+with ``expect_seq`` (each printing a seq only once its put
 returned) while this process collects in a loop and a reader runs ``lmdbstate list``, ``show``
 and ``history``. No writer may fail, no reader may see a torn or backward state, every
 workflow's newest acknowledged checkpoint survives, and every acknowledged checkpoint is either
@@ -41,6 +42,8 @@ import lmdbstate.store
 from lmdbstate import CheckpointStore, GcReport, RetentionPolicy
 from lmdbstate.collector import BATCH
 from lmdbstate.models import Status
+
+from .pgserver import PostgresServer
 
 KEEP = 6
 """keep_last of the collections of part 1."""
@@ -96,14 +99,22 @@ WRITER = textwrap.dedent(
 )
 
 
-def cli(path: Path, *args: str) -> Any:
-    """Run ``lmdbstate --store PATH ARGS --json`` in a new process; its output, parsed."""
+@dataclass(frozen=True)
+class Target:
+    """The store under test: a directory or a PostgreSQL URL, and an empty working directory."""
+
+    location: str
+    cwd: Path
+
+
+def cli(target: Target, *args: str) -> Any:
+    """Run ``lmdbstate --store LOCATION ARGS --json`` in a new process; its output, parsed."""
     done = subprocess.run(
-        [sys.executable, "-m", "lmdbstate", "--store", str(path), *args, "--json"],
+        [sys.executable, "-m", "lmdbstate", "--store", target.location, *args, "--json"],
         capture_output=True,
         text=True,
         timeout=120,
-        cwd=path.parent,  # no configuration file of the working directory applies
+        cwd=target.cwd,  # no configuration file of the working directory applies
     )
     assert done.returncode == 0, f"lmdbstate {' '.join(args)}: {done.returncode} {done.stderr}"
     assert done.stderr == "", done.stderr
@@ -113,7 +124,7 @@ def cli(path: Path, *args: str) -> Any:
 class Writer:
     """One writer subprocess and what it acknowledged."""
 
-    def __init__(self, path: Path, name: str, stop_file: Path, cap: int, log: Path) -> None:
+    def __init__(self, location: str, name: str, stop_file: Path, cap: int, log: Path) -> None:
         self.name = name
         self.acked: dict[str, list[int]] = {}
         self.completed: list[str] = []
@@ -121,7 +132,7 @@ class Writer:
         self.log = log
         with log.open("wb") as stderr:  # the child keeps its own descriptor
             self.proc = subprocess.Popen(
-                [sys.executable, "-c", WRITER, str(path), name, str(stop_file), str(cap)],
+                [sys.executable, "-c", WRITER, location, name, str(stop_file), str(cap)],
                 stdout=subprocess.PIPE,
                 stderr=stderr,
                 text=True,
@@ -163,9 +174,9 @@ class Seen:
         self.seqs.setdefault(workflow_id, set()).update(seqs)
 
 
-def read_list(path: Path, seen: Seen) -> dict[str, int]:
+def read_list(target: Target, seen: Seen) -> dict[str, int]:
     """Run ``list``; check each entry and that no head went back; return the heads."""
-    entries = cli(path, "list")
+    entries = cli(target, "list")
     seen.calls["list"] += 1
     heads: dict[str, int] = {}
     for entry in entries:
@@ -181,28 +192,28 @@ def read_list(path: Path, seen: Seen) -> dict[str, int]:
     return heads
 
 
-def read_loop(path: Path, stop: threading.Event, seed: int) -> Seen:
+def read_loop(target: Target, stop: threading.Event, seed: int) -> Seen:
     """list, show, history and list again of a random workflow, until ``stop`` is set."""
     rng = random.Random(seed)
     seen = Seen()
-    before = read_list(path, seen)
+    before = read_list(target, seen)
     while not stop.is_set():
         workflow_id = rng.choice(sorted(before))
-        shown = cli(path, "show", workflow_id)
+        shown = cli(target, "show", workflow_id)
         seen.calls["show"] += 1
         seq = shown["seq"]
         assert shown["digest_ok"], shown
         assert shown["state"]["wf"] == workflow_id, shown
         assert shown["state"]["seq"] == seq, shown
         assert seq >= before[workflow_id], f"{workflow_id}: show {seq} < head {before[workflow_id]}"
-        history = [entry["seq"] for entry in cli(path, "history", workflow_id)]
+        history = [entry["seq"] for entry in cli(target, "history", workflow_id)]
         seen.calls["history"] += 1
         assert all(a < b for a, b in zip(history, history[1:], strict=False)), history
         assert history[-1] >= seq, f"{workflow_id}: history ends at {history[-1]}, show said {seq}"
         if len(history) < HISTORY_CHUNK:
             # Read in one transaction: gc deletes oldest first, so no gap may show.
             assert history == list(range(history[0], history[-1] + 1)), history
-        after = read_list(path, seen)
+        after = read_list(target, seen)
         assert after[workflow_id] >= history[-1], f"{workflow_id}: list went back after history"
         seen.saw(workflow_id, {seq, *history})
         before = after
@@ -221,16 +232,20 @@ def make_finished_workflows(store: CheckpointStore, count: int) -> dict[str, lis
     return written
 
 
-def collect_under_load(tmp_path: Path, seconds: float, auto_gc: bool, seed: int) -> None:
-    path, stop_file = tmp_path / "store", tmp_path / "stop"
+def collect_under_load(
+    tmp_path: Path, seconds: float, auto_gc: bool, seed: int, location: str | None = None
+) -> None:
+    """Part 1 on the store at ``location`` (a PostgreSQL URL), or in a directory of tmp_path."""
+    target = Target(location or str(tmp_path / "store"), tmp_path)
+    stop_file = tmp_path / "stop"
     policy = RetentionPolicy(max_size=CAP, keep_last=KEEP)
     reports: list[GcReport] = []
-    with CheckpointStore(path) as store:
+    with CheckpointStore(target.location) as store:
         written = make_finished_workflows(store, 6)
         # With auto_gc, two of the writers also collect on their own, at a lower cap.
         caps = [AUTO_CAP if auto_gc and n < 2 else 0 for n in range(4)]
         writers = [
-            Writer(path, f"w{n}", stop_file, cap, tmp_path / f"{n}.err")
+            Writer(target.location, f"w{n}", stop_file, cap, tmp_path / f"{n}.err")
             for n, cap in enumerate(caps)
         ]
         try:
@@ -238,7 +253,7 @@ def collect_under_load(tmp_path: Path, seconds: float, auto_gc: bool, seed: int)
                 assert writer.ready.wait(timeout=60), f"writer {writer.name} never opened the store"
             stop_reading = threading.Event()
             with ThreadPoolExecutor(1) as pool:
-                reading = pool.submit(read_loop, path, stop_reading, seed)
+                reading = pool.submit(read_loop, target, stop_reading, seed)
                 deadline = time.monotonic() + seconds
                 try:
                     while time.monotonic() < deadline and not reading.done():
@@ -321,6 +336,20 @@ def check_after_load(
 @pytest.mark.parametrize("auto_gc", [False, True], ids=["gc", "gc+auto-gc-in-writers"])
 def test_gc_while_writer_processes_and_cli_readers_run(tmp_path: Path, auto_gc: bool) -> None:
     collect_under_load(tmp_path, seconds=4, auto_gc=auto_gc, seed=1)
+
+
+def test_gc_while_writer_processes_and_cli_readers_run_on_postgres(
+    tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    """The same, with writer processes acting as hosts of one PostgreSQL store."""
+    collect_under_load(tmp_path, seconds=4, auto_gc=True, seed=3, location=postgres_server.url())
+
+
+@pytest.mark.slow
+def test_gc_under_load_for_a_minute_on_postgres(
+    tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    collect_under_load(tmp_path, seconds=60, auto_gc=True, seed=4, location=postgres_server.url())
 
 
 @pytest.mark.slow
