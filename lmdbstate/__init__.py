@@ -57,6 +57,7 @@ from .models import (
     LegacyImportReport,
     RecoverReport,
     RepairReport,
+    StateChange,
     StateMigrationReport,
     StateUpgrade,
     StoreMigrationReport,
@@ -69,6 +70,7 @@ from .models import (
 from .policy import Policy
 from .retention import RetentionPolicy
 from .runner import Checkpointer, RunResult, Step, StepRecord, Workflow, resume, run
+from .statediff import diff_states
 from .store import Batch, CheckpointStore, migrate_store, recover
 from .transfer import copy_store
 
@@ -121,6 +123,7 @@ __all__ = [
     "RunError",
     "RunResult",
     "SequenceConflictError",
+    "StateChange",
     "StateMigrationReport",
     "StateUpgrade",
     "Step",
@@ -148,6 +151,7 @@ __all__ = [
     "WorkflowRecovery",
     "__version__",
     "copy_store",
+    "diff_states",
     "export_jsonl",
     "import_jsonl",
     "import_legacy",

@@ -223,6 +223,19 @@ class CompactReport:
 
 
 @dataclass(frozen=True, slots=True)
+class StateChange:
+    """One difference between two states (``diff_states``)."""
+
+    op: Literal["added", "removed", "changed"]
+    path: tuple[object, ...]
+    """Map keys and list indexes from the state's root to the value; () for the root itself."""
+    old: object
+    """The value before; None when added."""
+    new: object
+    """The value after; None when removed."""
+
+
+@dataclass(frozen=True, slots=True)
 class CopyReport:
     """What ``copy_store()`` copied."""
 

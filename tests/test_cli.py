@@ -42,8 +42,8 @@ from .workflows import SIMPLE, STEPS, initial, prefix_states
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
 COMMANDS = (
-    "list", "show", "history", "stats", "delete", "verify", "repair", "backup", "copy", "gc",
-    "compact", "recover", "export", "import", "import-legacy", "migrate", "run", "resume",
+    "list", "show", "history", "diff", "stats", "delete", "verify", "repair", "backup", "copy",
+    "gc", "compact", "recover", "export", "import", "import-legacy", "migrate", "run", "resume",
     "config", "demo",
 )  # fmt: skip
 
@@ -1396,3 +1396,63 @@ def test_a_writable_open_takes_the_configured_store_settings(
         export_jsonl(source, exported)
     assert invoke(runner, "import", str(exported), store=tmp_path / "copy").exit_code == 0
     assert opened[-1]["retention"] is None
+
+
+# -- diff -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def evolving(tmp_path: Path) -> Path:
+    """A workflow of three checkpoints whose state grows and changes."""
+    path = tmp_path / "store"
+    with CheckpointStore(path) as store:
+        store.put("etl", {"cursor": 100, "done": ["extract"], "tmp": {"x": 1}}, step="extract")
+        store.put("etl", {"cursor": 200, "done": ["extract", "transform"]}, step="transform")
+        store.put("etl", {"cursor": 300, "done": ["extract", "transform", "load"]}, step="load")
+        store.put("single", {"n": 1})
+    return path
+
+
+def test_diff_compares_the_newest_two_by_default(runner: CliRunner, evolving: Path) -> None:
+    result = invoke(runner, "diff", "etl", store=evolving)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        "workflow etl: seq 2 (step transform) -> seq 3 (step load)",
+        "~ cursor: 200 -> 300",
+        "+ done[2]: 'load'",
+        "2 changes",
+    ]
+
+
+def test_diff_of_given_seqs_in_json(runner: CliRunner, evolving: Path) -> None:
+    result = invoke(runner, "diff", "etl", "1", "3", "--json", store=evolving)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {
+        "workflow_id": "etl",
+        "from": {"seq": 1, "step": "extract"},
+        "to": {"seq": 3, "step": "load"},
+        "changes": [
+            {"op": "changed", "path": ["cursor"], "old": 100, "new": 300},
+            {"op": "added", "path": ["done", 1], "old": None, "new": "transform"},
+            {"op": "added", "path": ["done", 2], "old": None, "new": "load"},
+            {"op": "removed", "path": ["tmp"], "old": {"x": 1}, "new": None},
+        ],
+    }
+    against_newest = invoke(runner, "diff", "etl", "2", "--json", store=evolving)
+    assert json.loads(against_newest.stdout)["to"]["seq"] == 3
+    same = invoke(runner, "diff", "etl", "3", "3", store=evolving)
+    assert same.stdout.splitlines()[-1] == "no change"
+
+
+def test_diff_refuses_what_it_cannot_compare(runner: CliRunner, evolving: Path) -> None:
+    one = invoke(runner, "diff", "single", store=evolving)
+    assert one.exit_code == 1
+    assert error_lines(one)[0] == "error: workflow 'single' has fewer than two checkpoints"
+    missing = invoke(runner, "diff", "etl", "1", "9", store=evolving)
+    assert missing.exit_code == 1
+    assert invoke(runner, "diff", "nope", store=evolving).exit_code == 1
+    for bad in (["1", "2", "3"], ["0"]):
+        assert invoke(runner, "diff", "etl", *bad, store=evolving).exit_code == 2
+    damage(evolving, b"ckpt", checkpoint_key("etl", 3), -1)
+    damaged = invoke(runner, "diff", "etl", store=evolving)
+    assert damaged.exit_code == 3

@@ -669,7 +669,7 @@ def run_killed_collections(case: Case, tmp_path: Path, rounds: int, seed: int) -
             kills += 1
             commits = check_killed_midway(work, case)
         if round_index % 2:  # the rerun by the CLI: it is the same collection
-            cli(work, "gc", *cli_bounds(case.bounds))
+            cli(Target(str(work), work.parent), "gc", *cli_bounds(case.bounds))
         else:
             with CheckpointStore(work) as store:
                 store.gc(RetentionPolicy(**case.bounds))

@@ -40,6 +40,7 @@ from ..interchange import (
 )
 from ..policy import Policy
 from ..retention import RetentionPolicy
+from ..statediff import diff_states
 from ..store import DEFAULT_PATH, CheckpointStore, migrate_store
 from ..store import recover as recover_store
 from ..transfer import copy_store
@@ -228,6 +229,43 @@ def show(
         else:
             ckpt = store.get(workflow_id, seq)
         render.checkpoint(ckpt, as_json=as_json)
+
+
+@app.command()
+def diff(
+    ctx: typer.Context,
+    workflow_id: WorkflowId,
+    seqs: Annotated[
+        list[int] | None,
+        typer.Argument(
+            metavar="[SEQ_A [SEQ_B]]",
+            help="The checkpoints to compare (default: the newest against the one before it).",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Show what changed in a workflow's state from one checkpoint to another.
+
+    With no SEQ: the checkpoint before the newest against the newest; with one: SEQ_A against
+    the newest; with two: SEQ_A against SEQ_B. Maps are compared key by key and lists index by
+    index; each change is one line: + added, - removed, ~ changed.
+    """
+    wanted = seqs or []
+    if len(wanted) > 2 or any(seq < 1 for seq in wanted):
+        raise typer.BadParameter("give at most two seqs, each at least 1", param_hint="SEQ")
+    with _store(ctx) as store:
+        if len(wanted) < 2:
+            newest = [info.seq for info in store.history(workflow_id, reverse=True, limit=2)]
+            if len(newest) < 2 - len(wanted):
+                render.error(
+                    f"workflow {workflow_id!r} has fewer than two checkpoints",
+                    hint="`lmdbstate show WF` shows the one there is",
+                )
+                raise typer.Exit(EXIT_ERROR)
+            wanted = [newest[1], newest[0]] if not wanted else [wanted[0], newest[0]]
+        old, new = (store.get(workflow_id, seq) for seq in wanted)
+    render.state_diff(old, new, diff_states(old.state, new.state), as_json=as_json)
 
 
 @app.command()

@@ -53,6 +53,7 @@ from ..models import (
     LegacyImportReport,
     RecoverReport,
     RepairReport,
+    StateChange,
     StateMigrationReport,
     StoreMigrationReport,
     StoreStats,
@@ -244,6 +245,63 @@ def checkpoint(ckpt: Checkpoint, *, as_json: bool) -> None:
         console.print(Pretty(ckpt.meta))
     console.print(_label("state"))
     console.print(Pretty(ckpt.state))
+
+
+def state_diff(
+    old: Checkpoint, new: Checkpoint, changes: Sequence[StateChange], *, as_json: bool
+) -> None:
+    """The ``diff`` command's output: the two checkpoints, then one line per change."""
+    if as_json:
+        emit_json(
+            {
+                "workflow_id": old.workflow_id,
+                "from": {"seq": old.seq, "step": old.step},
+                "to": {"seq": new.seq, "step": new.step},
+                "changes": [
+                    {
+                        "op": change.op,
+                        "path": to_jsonable(list(change.path)),
+                        "old": to_jsonable(change.old),
+                        "new": to_jsonable(change.new),
+                    }
+                    for change in changes
+                ],
+            }
+        )
+        return
+    message(
+        f"workflow {old.workflow_id}: seq {old.seq} ({_step_text(old.step)}) -> seq {new.seq} "
+        f"({_step_text(new.step)})"
+    )
+    for change in changes:
+        where = _path_text(change.path)
+        if change.op == "added":
+            message(f"+ {where}: {_short_repr(change.new)}")
+        elif change.op == "removed":
+            message(f"- {where}: {_short_repr(change.old)}")
+        else:
+            message(f"~ {where}: {_short_repr(change.old)} -> {_short_repr(change.new)}")
+    message("no change" if not changes else f"{len(changes)} change{'s' * (len(changes) > 1)}")
+
+
+def _step_text(step: str | int | None) -> str:
+    return "no step" if step is None else f"step {step}"
+
+
+def _path_text(path: Sequence[object]) -> str:
+    """``messages[3].content``: identifier keys after dots, other keys and indexes bracketed."""
+    text = ""
+    for part in path:
+        if isinstance(part, str) and part.isidentifier():
+            text += f".{part}" if text else part
+        else:
+            text += f"[{part!r}]"
+    return text or "(the whole state)"
+
+
+def _short_repr(value: object, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def stats(report: StoreStats, gc_preview: GcReport | None, *, as_json: bool) -> None:
