@@ -160,15 +160,19 @@ class Candidate:
     def get(self, body: bytes) -> State:
         raise NotImplementedError
 
+    def _recorded(self, body: bytes) -> bytes:
+        """Digest the record as a store would, count it, and return it."""
+        xxhash.xxh3_64_intdigest(body)
+        self.store.record(body)
+        return body
+
 
 class FullCopy(Candidate):
     name = "full copy (format 1)"
 
     def put(self, workflow: str, state: State) -> bytes:
         body = _pack(state)
-        xxhash.xxh3_64_intdigest(body)
-        self.store.record(body)
-        return body
+        return self._recorded(body)
 
     def get(self, body: bytes) -> State:
         xxhash.xxh3_64_intdigest(body)
@@ -196,9 +200,7 @@ class PerElement(Candidate):
 
     def put(self, workflow: str, state: State) -> bytes:
         body = _pack(self._split(state))
-        xxhash.xxh3_64_intdigest(body)
-        self.store.record(body)
-        return body
+        return self._recorded(body)
 
     def _join(self, value: object) -> object:
         if isinstance(value, _Ref):
@@ -305,9 +307,7 @@ class SplicedPrefixNodes(Candidate):
             else:
                 replaced[key] = value
         body = msgpack.packb(replaced)
-        xxhash.xxh3_64_intdigest(body)
-        self.store.record(body)
-        return body
+        return self._recorded(body)
 
     def _node(self, workflow: str, key: str, items: list[object]) -> bytes:
         digests = []
@@ -355,9 +355,7 @@ class ContentDefined(Candidate):
         data = _pack(state)
         refs = [self.store.chunk(bytes(chunk.data)) for chunk in self.cutter.cut_buf(data)]
         body = _pack(refs)
-        xxhash.xxh3_64_intdigest(body)
-        self.store.record(body)
-        return body
+        return self._recorded(body)
 
     def get(self, body: bytes) -> State:
         xxhash.xxh3_64_intdigest(body)
