@@ -325,6 +325,7 @@ def stats(report: StoreStats, gc_preview: GcReport | None, *, as_json: bool) -> 
     console = _stdout()
     by_status = ", ".join(f"{n} {status}" for status, n in report.workflows_by_status.items())
     summary = Table.grid(padding=(0, 2))
+    lmdb = report.max_map_size > 0  # a PostgreSQL or memory store has no map and no readers
     rows: list[tuple[str, str]] = [
         ("store", report.path),
         ("format", str(report.format_version)),
@@ -333,12 +334,14 @@ def stats(report: StoreStats, gc_preview: GcReport | None, *, as_json: bool) -> 
         ("record bytes", human_bytes(report.record_bytes)),
         ("live bytes", human_bytes(report.live_bytes)),
         ("file bytes", f"{human_bytes(report.file_bytes)} ({_reusable(report)})"),
-        ("map size", f"{human_bytes(report.map_size)} (max {human_bytes(report.max_map_size)})"),
-        ("page size", human_bytes(report.page_size)),
-        ("readers", f"{report.readers_used} of {report.max_readers}"),
-        ("oldest", timestamp(report.oldest_ns)),
-        ("newest", timestamp(report.newest_ns)),
     ]
+    if lmdb:
+        maximum = human_bytes(report.max_map_size)
+        rows.append(("map size", f"{human_bytes(report.map_size)} (max {maximum})"))
+    rows.append(("page size", human_bytes(report.page_size)))
+    if lmdb:
+        rows.append(("readers", f"{report.readers_used} of {report.max_readers}"))
+    rows += [("oldest", timestamp(report.oldest_ns)), ("newest", timestamp(report.newest_ns))]
     if gc_preview is not None:
         rows.append(
             (
