@@ -12,6 +12,7 @@ refused rather than silently stored as its base type, so what comes back equals 
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import uuid
 import zoneinfo
 from collections.abc import Callable, Iterator
@@ -30,6 +31,12 @@ EXT_DATE = 5
 EXT_UUID = 6
 EXT_DECIMAL = 7
 
+MAX_NESTED_EXTENSIONS = 64
+"""Tuples, sets and frozensets nested in one another at most this deep. Each level is packed,
+and unpacked, by a call of its own: far deeper nesting exhausts Python's recursion limit when
+packing and the C stack when unpacking (a crash, measured at 200 levels), so it is refused."""
+
+_nesting = threading.local()
 _INT_MIN = -(1 << 63)
 _INT_MAX = (1 << 64) - 1
 _PLAIN_SCALARS = (str, bytes, int, float, bool, type(None))
@@ -84,11 +91,11 @@ def _decode_tzinfo(payload: object) -> dt.tzinfo | None:
 def _to_extension(value: object) -> msgpack.ExtType:
     kind = type(value)
     if kind is tuple:
-        return msgpack.ExtType(EXT_TUPLE, _pack(list(value)))  # type: ignore[call-overload]
+        return msgpack.ExtType(EXT_TUPLE, _pack_nested(list(value)))  # type: ignore[call-overload]
     if kind is set:
-        return msgpack.ExtType(EXT_SET, _pack(sorted_if_possible(value)))  # type: ignore[arg-type]
+        return msgpack.ExtType(EXT_SET, _pack_nested(sorted_if_possible(value)))  # type: ignore[arg-type]
     if kind is frozenset:
-        return msgpack.ExtType(EXT_FROZENSET, _pack(sorted_if_possible(value)))  # type: ignore[arg-type]
+        return msgpack.ExtType(EXT_FROZENSET, _pack_nested(sorted_if_possible(value)))  # type: ignore[arg-type]
     if kind is dt.datetime:
         assert isinstance(value, dt.datetime)
         fields = [
@@ -105,6 +112,18 @@ def _to_extension(value: object) -> msgpack.ExtType:
     if kind is Decimal:
         return msgpack.ExtType(EXT_DECIMAL, str(value).encode("ascii"))
     raise TypeError(f"unsupported type {kind.__module__}.{kind.__qualname__}")
+
+
+def _pack_nested(items: list[Any]) -> bytes:
+    """The payload of a tuple or set: its items packed, one level deeper than their container."""
+    depth: int = getattr(_nesting, "depth", 0)
+    if depth >= MAX_NESTED_EXTENSIONS:
+        raise ValueError(f"tuples and sets nested more than {MAX_NESTED_EXTENSIONS} levels deep")
+    _nesting.depth = depth + 1
+    try:
+        return _pack(items)
+    finally:
+        _nesting.depth = depth
 
 
 def _decode_datetime(data: bytes) -> dt.datetime:
@@ -149,6 +168,8 @@ def encode(value: object, *, root: str = "state") -> bytes:
     except (TypeError, ValueError, OverflowError, UnicodeError) as exc:
         path, reason = _find_unencodable(value, root) or (root, str(exc))
         raise CodecError(path, reason) from exc
+    except RecursionError as exc:  # nested deeper than Python's stack allows
+        raise CodecError(root, "nested too deeply to encode") from exc
 
 
 def decode(data: bytes | memoryview) -> Any:

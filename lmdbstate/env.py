@@ -621,21 +621,55 @@ def copy_into_new_store(
 ) -> None:
     """Copy every table, as one read transaction of ``read`` shows them, into a new LMDB store.
 
-    ``read`` is a backend's ``read``; the copy at ``dest`` is written in chunks meanwhile.
+    ``read`` is a backend's ``read``; the copy at ``dest`` is written in chunks meanwhile. Its
+    file is readable by its owner only (``restrict_copy``).
 
     Raises:
         StoreError: ``dest`` exists and is not an empty directory, or the copy failed.
     """
-    require_new_directory(dest)
+    make_new_directory(dest)
     copy = LmdbBackend(dest, EnvOptions())
     try:
         read(_copy_all, copy)
     finally:
         copy.close()
+    restrict_copy(dest, None)
+
+
+def restrict_copy(dest: str, source: str | None) -> None:
+    """Give a new store's file the access of the one it copies, or its owner's alone.
+
+    ``source`` is the LMDB store copied (see ``keep_access``); None for a store without a file
+    (PostgreSQL, memory), whose copy gets 0600: states may hold secrets.
+
+    Raises:
+        StoreError: the permissions cannot be set.
+    """
+    copy = os.path.join(dest, DATA_FILE)
+    try:
+        if source is None:
+            os.chmod(copy, 0o600)
+        else:
+            keep_access(os.path.join(source, DATA_FILE), copy)
+    except OSError as exc:
+        raise StoreError(f"cannot set the permissions of {copy}: {exc.strerror}") from exc
 
 
 def _copy_all(txn: ReadTxn, copy: LmdbBackend) -> None:
     copy_tables(txn, copy)
+
+
+def make_new_directory(path: str) -> None:
+    """Create ``path``, and its parents, for a copy (see ``require_new_directory``).
+
+    Raises:
+        StoreError: ``path`` exists and is not an empty directory, or cannot be created.
+    """
+    require_new_directory(path)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create {path}: {exc.strerror}", path=path) from exc
 
 
 def _check_location(path: str, readonly: bool) -> None:
@@ -790,11 +824,7 @@ class LmdbBackend:
             StoreError: ``dest`` exists and is not an empty directory, or the copy failed.
         """
         shared = self._usable()
-        require_new_directory(dest)
-        try:
-            os.makedirs(dest, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"cannot create {dest}: {exc.strerror}", path=dest) from exc
+        make_new_directory(dest)
         with translated_errors(self.location):
             shared.env.copy(dest, compact=True)
         try:

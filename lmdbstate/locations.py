@@ -18,7 +18,7 @@ URL_SCHEMES = ("postgresql://", "postgres://")
 
 def is_url(location: str | os.PathLike[str]) -> bool:
     """True when ``location`` names a PostgreSQL store rather than a directory."""
-    return isinstance(location, str) and location.startswith(URL_SCHEMES)
+    return isinstance(location, str) and location[:13].lower().startswith(URL_SCHEMES)
 
 
 DEFAULT_SCHEMA = "lmdbstate"
@@ -51,6 +51,7 @@ def parse_postgres_url(url: str) -> PostgresUrl:
         ConfigError: a bad schema name (1 to 63 bytes, no NUL, no double quote).
     """
     parts = urlsplit(url)
+    parts = parts._replace(scheme=parts.scheme.lower())  # libpq knows the lower-case names only
     query = parse_qsl(parts.query, keep_blank_values=True)
     schemas = [value for name, value in query if name == "schema"]
     schema = schemas[-1] if schemas else DEFAULT_SCHEMA
@@ -70,7 +71,10 @@ def parse_postgres_url(url: str) -> PostgresUrl:
     shown = urlunsplit(
         parts._replace(netloc=netloc, query=urlencode([("schema", schema)], quote_via=quote))
     )
-    return PostgresUrl(libpq, schema, shown, parts.path.lstrip("/") or "postgres")
+    # The database libpq connects to: the URL's path, its dbname parameter, or the user's name.
+    dbnames = [value for name, value in query if name == "dbname"]
+    database = parts.path.lstrip("/") or (dbnames[-1] if dbnames else "") or parts.username
+    return PostgresUrl(libpq, schema, shown, database or "postgres")
 
 
 def shown_location(location: str) -> str:
@@ -85,7 +89,7 @@ def path_beside(location: str, suffix: str) -> str:
     named ``<database>.<schema>``.
     """
     if not is_url(location):
-        parent, name = os.path.split(location.rstrip(os.sep))
+        parent, name = os.path.split(os.path.abspath(location))
         return os.path.join(parent, f"{name}{suffix}")
     url = parse_postgres_url(location)
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{url.database}.{url.schema}")  # no "/" nor ".."

@@ -285,8 +285,21 @@ class MemoryBackend:
         Raises:
             StoreError: ``dest`` exists and is not an empty directory, or the copy failed.
         """
-        self._check_open()
-        copy_into_new_store(self.read, dest)  # the lock held throughout: one snapshot
+        frozen = self._snapshot()
+        try:
+            copy_into_new_store(frozen.read, dest)  # this store's writers go on meanwhile
+        finally:
+            frozen.close()
+
+    def _snapshot(self) -> MemoryBackend:
+        """A read-only copy of every table as the last commit left them (values shared)."""
+        with self._lock:
+            self._check_open()
+            frozen = MemoryBackend(readonly=True)
+            for name, table in self._tables.items():
+                frozen._tables[name].values = dict(table.values)
+                frozen._tables[name].keys = list(table.keys)
+            return frozen
 
     def close(self) -> None:
         """Drop everything held; idempotent. Later calls raise ``StoreClosedError``."""

@@ -30,6 +30,7 @@ from .env import (
     DURABILITIES,
     MIN_MAP_SIZE,
     EnvOptions,
+    make_new_directory,
     require_new_directory,
 )
 from .errors import (
@@ -1282,6 +1283,7 @@ def recover(source: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Rec
             f"{dest_path} is the source itself", path=dest_path, hint="recover into a new directory"
         )
     DataFile(source_path).close()  # a missing or unreadable source fails before dest is made
+    make_new_directory(dest_path)
     with CheckpointStore(dest_path) as fresh:
         return integrity.recover(source_path, fresh._backend, dest_path=dest_path)
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 
 from .backends import open_backend
-from .env import EnvOptions, require_new_directory
+from .env import EnvOptions, LmdbBackend, make_new_directory, restrict_copy
 from .errors import ConfigError, StoreError
 from .kv import CKPT, TABLES, WF, Backend, ReadTxn, copy_tables
 from .locations import is_url, shown_location
@@ -59,6 +59,8 @@ def copy_store(
             location = target.location
         finally:
             target.close()
+        if not is_url(dest_location):  # a copy keeps a file store's access, or its owner's alone
+            restrict_copy(location, store.path if isinstance(store._backend, LmdbBackend) else None)
     return CopyReport(
         source=store.path,
         dest=location,
@@ -82,7 +84,7 @@ def _resolved(location: str) -> str:
 def _new_store(location: str) -> Backend:
     """The destination's backend, checked to hold nothing yet."""
     if not is_url(location):
-        require_new_directory(location)
+        make_new_directory(location)
     backend = open_backend(location, EnvOptions())
     try:
         if any(backend.read(lambda txn: [txn.count(table) for table in TABLES])):

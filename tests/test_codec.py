@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lmdbstate import CodecError
-from lmdbstate.codec import decode, encode
+from lmdbstate.codec import MAX_NESTED_EXTENSIONS, decode, encode
 
 scalars = (
     st.none()
@@ -170,3 +170,19 @@ def test_bytearray_comes_back_as_bytes() -> None:
 def test_extension_values() -> None:
     value = (uuid.UUID(int=5), Decimal("1.10"), dt.date(2020, 2, 29), {3, 1, 2}, frozenset("ab"))
     assert same(decode(encode(value)), value)
+
+
+def test_tuples_and_sets_nested_deeper_than_the_limit_are_refused() -> None:
+    """Deeper nesting crashed the process on read (the C stack, at 200 levels): refused now."""
+    deepest: object = 1
+    for level in range(MAX_NESTED_EXTENSIONS):
+        deepest = (deepest,) if level % 2 else frozenset({deepest})
+    assert decode(encode(deepest)) == deepest
+    for too_deep in ((deepest,), [{"a": frozenset({deepest})}]):
+        with pytest.raises(CodecError, match="nested more than 64 levels deep"):
+            encode(too_deep)
+    lists: object = 1
+    for _ in range(3000):
+        lists = [lists]
+    with pytest.raises(CodecError):  # msgpack's own limit, as a typed error
+        encode(lists)

@@ -78,3 +78,17 @@ def test_latest_raises_when_every_checkpoint_is_damaged(tmp_path: Path) -> None:
     with CheckpointStore(path, readonly=True) as store, pytest.raises(IntegrityError) as caught:
         store.latest("wf")
     assert caught.value.seq == 3
+
+
+def test_history_hands_damaged_records_to_on_damaged_and_goes_on(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    records = write_store(path, large=False)
+    flip_record(path, records[2], len(records[2]) - 1)
+    with CheckpointStore(path, readonly=True) as store:
+        with pytest.raises(IntegrityError):
+            list(store.history("wf"))
+        damaged: list[IntegrityError] = []
+        assert [info.seq for info in store.history("wf", on_damaged=damaged.append)] == [1, 3]
+        assert [(exc.workflow_id, exc.seq) for exc in damaged] == [("wf", 2)]
+        newest = store.history("wf", reverse=True, limit=2, on_damaged=damaged.append)
+        assert [info.seq for info in newest] == [3]  # the limit counts the damaged record too

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import math
+from decimal import Decimal
 from typing import Any
 
 from hypothesis import given
@@ -78,3 +80,27 @@ def test_a_changed_type_is_one_change_and_nan_equals_nan() -> None:
     assert diff_states([1, 2], (1, 2)) == [StateChange("changed", (), [1, 2], (1, 2))]
     assert diff_states({"x": math.nan}, {"x": math.nan}) == []
     assert diff_states({1, 2}, {1, 3}) == [StateChange("changed", (), {1, 2}, {1, 3})]
+
+
+def test_keys_and_leaves_differ_as_the_store_tells_them_apart() -> None:
+    assert diff_states({1: "a"}, {1.0: "a"}) == [
+        StateChange("removed", (1,), "a", None),
+        StateChange("added", (1.0,), None, "a"),
+    ]
+    assert [c.op for c in diff_states({1: "x"}, {True: "x"})] == ["removed", "added"]
+    assert diff_states({1}, {1.0}) == [StateChange("changed", (), {1}, {1.0})]
+    assert diff_states(0.0, -0.0) == [StateChange("changed", (), 0.0, -0.0)]
+    assert diff_states(Decimal("1.0"), Decimal("1.00")) != []
+    noon = dt.datetime(2026, 1, 1, 12, tzinfo=dt.UTC)
+    assert diff_states(noon, noon.astimezone(dt.timezone(dt.timedelta(hours=1)))) != []
+    assert diff_states(noon, noon) == []
+
+
+def test_depth_costs_no_recursion() -> None:
+    old: Any = "leaf"
+    new: Any = "changed"
+    for _ in range(10_000):
+        old, new = [old], [new]
+    (change,) = diff_states(old, new)
+    assert change.path == (0,) * 10_000
+    assert (change.old, change.new) == ("leaf", "changed")

@@ -238,8 +238,9 @@ def diff(
     seqs: Annotated[
         list[int] | None,
         typer.Argument(
-            metavar="[SEQ_A [SEQ_B]]",
-            help="The checkpoints to compare (default: the newest against the one before it).",
+            metavar="SEQ",
+            help="Up to two checkpoints to compare, SEQ_A then SEQ_B (default: the one before "
+            "the newest, then the newest).",
             show_default=False,
         ),
     ] = None,
@@ -260,12 +261,12 @@ def diff(
             if len(newest) < 2 - len(wanted):
                 render.error(
                     f"workflow {workflow_id!r} has fewer than two checkpoints",
-                    hint="`lmdbstate show WF` shows the one there is",
+                    hint="`lmdbstate history WF` lists the checkpoints it has",
                 )
                 raise typer.Exit(EXIT_ERROR)
             wanted = [newest[1], newest[0]] if not wanted else [wanted[0], newest[0]]
         old, new = (store.get(workflow_id, seq) for seq in wanted)
-    render.state_diff(old, new, diff_states(old.state, new.state), as_json=as_json)
+        render.state_diff(old, new, diff_states(old.state, new.state), as_json=as_json)
 
 
 @app.command()
@@ -287,7 +288,7 @@ def history(
         infos = list(
             store.history(workflow_id, reverse=reverse, limit=limit, on_damaged=damaged.append)
         )
-    render.history(infos, damaged, as_json=as_json)
+        render.history(infos, damaged, as_json=as_json)
     if damaged:
         raise typer.Exit(EXIT_DAMAGE)
 

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import reprlib
 import shlex
 import sys
 import uuid
@@ -299,8 +300,19 @@ def _path_text(path: Sequence[object]) -> str:
     return text or "(the whole state)"
 
 
+def _short_reprs() -> reprlib.Repr:
+    """A repr that builds no more of a value than a diff line shows, however large it is."""
+    short = reprlib.Repr()
+    short.maxlevel = 3
+    short.maxstring = short.maxother = short.maxlong = 76
+    return short
+
+
+_SHORT = _short_reprs()
+
+
 def _short_repr(value: object, limit: int = 80) -> str:
-    text = repr(value)
+    text = _SHORT.repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
