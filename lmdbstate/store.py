@@ -9,19 +9,16 @@ time, so that they can never disagree after a crash.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import heapq
 import logging
 import os
-import socket
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, TypeVar, TypeVarTuple
 
-from . import codec, collector, integrity, keyed, migrations, records
+from . import codec, collector, integrity, keyed, leases, migrations, records
 from .backends import open_backend
 from .env import (
     DEFAULT_MAP_SIZE,
@@ -45,9 +42,6 @@ from .errors import (
     StoreCorruptedError,
     StoreError,
     UnsupportedFormatError,
-    WorkflowExistsError,
-    WorkflowFinishedError,
-    WorkflowLockedError,
     WorkflowNotFoundError,
 )
 from .index import (
@@ -657,7 +651,7 @@ class CheckpointStore:
         workflow_key = encode_workflow_id(workflow_id)
         if status not in STATUSES:
             raise InvalidStatusError(status, STATUSES)
-        _check_extras(extras)
+        leases.check_extras(extras)
         return self._backend.write(_set_status, workflow_key, status, extras)
 
     def delete(self, workflow_id: str, *, seq: int | None = None) -> int:
@@ -754,7 +748,7 @@ class CheckpointStore:
             WorkflowNotFoundError: no such workflow.
         """
         entry = self._backend.read(required_entry, encode_workflow_id(workflow_id))
-        return {name: value for name, value in entry.extras.items() if name != _LEASE}
+        return {name: value for name, value in entry.extras.items() if name != leases.LEASE_FIELD}
 
     def history(
         self,
@@ -1124,13 +1118,9 @@ class CheckpointStore:
         workflow_key = encode_workflow_id(workflow_id)
         if type(ttl) not in (int, float) or not 0 < ttl < 1e9:
             raise InvalidInputError(f"invalid lease ttl {ttl!r}: expected seconds > 0")
-        _check_extras(extras)
-        now_ns = time.time_ns()
-        lease = Lease(
-            workflow_id, uuid.uuid4().hex, os.getpid(), socket.gethostname(),
-            process_started(os.getpid()), now_ns, now_ns, int(ttl * 1e9), node_identity(),
-        )  # fmt: skip
-        return self._backend.write(_acquire_lease, workflow_key, lease, create, extras)
+        leases.check_extras(extras)
+        lease = leases.new_lease(workflow_id, ttl)
+        return self._backend.write(leases.acquire, workflow_key, lease, create, extras)
 
     def renew_lease(self, lease: Lease) -> Lease:
         """Extend a lease this process holds by its ttl from now.
@@ -1139,7 +1129,7 @@ class CheckpointStore:
             WorkflowLockedError: the lease was released or taken over meanwhile.
         """
         workflow_key = encode_workflow_id(lease.workflow_id)
-        return self._backend.write(_renew_lease, workflow_key, lease, time.time_ns())
+        return self._backend.write(leases.renew, workflow_key, lease, time.time_ns())
 
     def release_lease(
         self,
@@ -1157,8 +1147,8 @@ class CheckpointStore:
         workflow_key = encode_workflow_id(lease.workflow_id)
         if status is not None and status not in STATUSES:
             raise InvalidStatusError(status, STATUSES)
-        _check_extras(extras)
-        return self._backend.write(_release_lease, workflow_key, lease, status, extras)
+        leases.check_extras(extras)
+        return self._backend.write(leases.release, workflow_key, lease, status, extras)
 
     def lease(self, workflow_id: str) -> Lease | None:
         """The workflow's lease as stored (it may have expired), or None when none is held.
@@ -1167,7 +1157,7 @@ class CheckpointStore:
             WorkflowNotFoundError: no such workflow.
         """
         entry = self._backend.read(required_entry, encode_workflow_id(workflow_id))
-        return _stored_lease(workflow_id, entry)
+        return leases.stored_lease(workflow_id, entry)
 
 
 def _initialise_meta(txn: WriteTxn) -> int:
@@ -1337,171 +1327,3 @@ def migrate_store(
         return migrations.upgrade_store(backend, found, backup_dir=target, version=_version())
     finally:
         backend.close()
-
-
-# -- leases -----------------------------------------------------------------------------------
-
-_LEASE = "lease"  # the field of ``WorkflowEntry.extras`` that holds the lease
-_LEASE_FIELDS = tuple(field.name for field in dataclasses.fields(Lease))[1:]  # all but the id
-_LEASE_OPTIONAL = frozenset({"node"})  # fields later versions added: absent from older leases
-_FINISHED: tuple[Status, ...] = ("completed", "cancelled")
-
-
-def process_started(pid: int) -> int | None:
-    """When a live process started, in clock ticks after boot; None when it cannot be told.
-
-    Reads ``/proc/PID/stat`` (Linux); a zombie counts as ended.
-    """
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as file:
-            stat = file.read()
-    except OSError:
-        return None
-    # The command name (field 2) is in parentheses and may hold any byte: split after it.
-    fields = stat[stat.rindex(b")") + 2 :].split()
-    if fields[0] in (b"Z", b"X"):
-        return None
-    return int(fields[19])  # field 22, starttime
-
-
-@functools.cache
-def node_identity() -> str | None:
-    """This boot and pid namespace: ``<boot id>/pidns:<inode>``; None where it cannot be read.
-
-    Two processes with the same host name and pid are the same process only if this matches
-    too: after a reboot pids are given out again, and containers that share a host name each
-    count pids from 1 in their own namespace.
-    """
-    try:
-        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as file:
-            boot_id = file.read().strip()
-        namespace = os.stat("/proc/self/ns/pid").st_ino
-    except OSError:
-        return None
-    return f"{boot_id}/pidns:{namespace}"
-
-
-def _holder_alive(held: Lease, claimant: Lease) -> bool:
-    """False when ``held``'s holder ran where ``claimant``'s process runs and has ended."""
-    if held.host != claimant.host or (
-        held.node is not None and claimant.node is not None and held.node != claimant.node
-    ):
-        return True  # processes of another host, boot or container cannot be seen from here
-    try:
-        os.kill(held.pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # alive, under another user
-    return held.pid_started is None or process_started(held.pid) == held.pid_started
-
-
-def _check_extras(extras: Mapping[str, object] | None) -> None:
-    for name in extras or ():
-        if type(name) is not str or name == _LEASE:
-            raise InvalidInputError(f"invalid extras field {name!r}: expected a str, not 'lease'")
-
-
-def _stored_lease(workflow_id: str, entry: WorkflowEntry) -> Lease | None:
-    stored = entry.extras.get(_LEASE)
-    if stored is None:
-        return None
-    try:
-        lease = Lease(
-            workflow_id,
-            *(
-                stored.get(name) if name in _LEASE_OPTIONAL else stored[name]
-                for name in _LEASE_FIELDS
-            ),
-        )
-    except (KeyError, TypeError):
-        lease = None
-    if lease is None or not _well_typed(lease):
-        # Damaged, or written by another version: it names no holder that could be checked,
-        # so it counts as released (``expect_seq`` still keeps two writers from forking).
-        log.warning("workflow %r: its lease cannot be read; it counts as released", workflow_id)
-        return None
-    return lease
-
-
-def _well_typed(lease: Lease) -> bool:
-    ints = (lease.pid, lease.acquired_ns, lease.renewed_ns, lease.ttl_ns)
-    return (
-        all(type(value) is int for value in ints)
-        and type(lease.owner) is str
-        and type(lease.host) is str
-        and (lease.pid_started is None or type(lease.pid_started) is int)
-        and (lease.node is None or type(lease.node) is str)
-    )
-
-
-def _store_lease(txn: WriteTxn, workflow_key: bytes, entry: WorkflowEntry, lease: Lease) -> None:
-    entry.extras[_LEASE] = {name: getattr(lease, name) for name in _LEASE_FIELDS}
-    txn.put(WF, workflow_key, entry.encode())
-
-
-def _held_lease(txn: ReadTxn, workflow_key: bytes, lease: Lease) -> WorkflowEntry:
-    """The workflow's entry, when ``lease`` is still the one it holds."""
-    entry = required_entry(txn, workflow_key)
-    held = _stored_lease(lease.workflow_id, entry)
-    if held is None or held.owner != lease.owner:
-        raise WorkflowLockedError(lease.workflow_id, held)
-    return entry
-
-
-def _acquire_lease(
-    txn: WriteTxn,
-    workflow_key: bytes,
-    lease: Lease,
-    create: bool,
-    extras: Mapping[str, object] | None,
-) -> Lease:
-    raw = txn.get(WF, workflow_key)
-    if raw is None:
-        if not create:
-            raise WorkflowNotFoundError(lease.workflow_id)
-        entry = WorkflowEntry(lease.acquired_ns)
-    else:
-        entry = WorkflowEntry.decode(workflow_key, raw)
-        if entry.status in _FINISHED:
-            raise WorkflowFinishedError(lease.workflow_id, entry.status)
-        if create and entry.count:
-            raise WorkflowExistsError(lease.workflow_id)
-        held = _stored_lease(lease.workflow_id, entry)
-        if held is not None and held.owner != lease.owner:
-            expired = lease.acquired_ns >= held.expires_ns
-            if not expired and _holder_alive(held, lease):
-                raise WorkflowLockedError(lease.workflow_id, held)
-            log.warning(
-                "workflow %r: taking over the lease of pid %d on %s, which %s",
-                lease.workflow_id, held.pid, held.host, "expired" if expired else "has ended",
-            )  # fmt: skip
-    entry.status = "running"
-    entry.updated_ns = max(entry.updated_ns, lease.acquired_ns)
-    entry.merge_extras(extras)
-    _store_lease(txn, workflow_key, entry, lease)
-    return lease
-
-
-def _renew_lease(txn: WriteTxn, workflow_key: bytes, lease: Lease, now_ns: int) -> Lease:
-    entry = _held_lease(txn, workflow_key, lease)
-    renewed = dataclasses.replace(lease, renewed_ns=now_ns)
-    _store_lease(txn, workflow_key, entry, renewed)
-    return renewed
-
-
-def _release_lease(
-    txn: WriteTxn,
-    workflow_key: bytes,
-    lease: Lease,
-    status: Status | None,
-    extras: Mapping[str, object] | None,
-) -> WorkflowInfo:
-    entry = _held_lease(txn, workflow_key, lease)
-    del entry.extras[_LEASE]
-    entry.merge_extras(extras)
-    if status is not None:
-        entry.status = status
-        entry.updated_ns = max(entry.updated_ns, time.time_ns())
-    txn.put(WF, workflow_key, entry.encode())
-    return entry.info(workflow_key)

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from lmdbstate import CheckpointStore, Policy, WorkflowFinishedError, resume, run
+from lmdbstate.leases import process_started
 from lmdbstate.policy import every_n_steps, every_step, manual, on_gates, time_based
-from lmdbstate.store import process_started
 
 from .workflows import BLOCKING, PACE, SIMPLE, STEPS, initial, prefix_states
 

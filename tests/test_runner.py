@@ -30,6 +30,7 @@ from lmdbstate import (
 )
 from lmdbstate.index import WorkflowEntry
 from lmdbstate.keys import checkpoint_key
+from lmdbstate.leases import node_identity
 from lmdbstate.policy import every_n_steps, every_step, manual, on_gates
 from lmdbstate.runner import (
     Checkpointer,
@@ -41,7 +42,6 @@ from lmdbstate.runner import (
     resume,
     run,
 )
-from lmdbstate.store import node_identity
 
 from .damage import flip_record, raw_get, raw_put
 from .workflows import SIMPLE, STEPS, advance, initial, prefix_states
@@ -542,7 +542,7 @@ def test_a_lease_whose_pid_names_another_process_is_taken_over(
     with pytest.raises(WorkflowLockedError):
         memory.acquire_lease("wf")
     # The pid now names a process that started at another time: the holder has ended.
-    monkeypatch.setattr("lmdbstate.store.process_started", lambda pid: -1)
+    monkeypatch.setattr("lmdbstate.leases.process_started", lambda pid: -1)
     memory.acquire_lease("wf")
 
 
@@ -551,10 +551,10 @@ def test_a_lease_of_another_boot_or_container_lasts_until_it_expires(
 ) -> None:
     """Same host name, a pid that names no process here: another boot or pid namespace."""
     with monkeypatch.context() as patch:
-        patch.setattr("lmdbstate.store.node_identity", lambda: "another-boot/pidns:1")
+        patch.setattr("lmdbstate.leases.node_identity", lambda: "another-boot/pidns:1")
         held = memory.acquire_lease("wf", create=True, ttl=0.3)
     assert held.node == "another-boot/pidns:1"
-    monkeypatch.setattr("lmdbstate.store.process_started", lambda pid: -1)  # "pid reused"
+    monkeypatch.setattr("lmdbstate.leases.process_started", lambda pid: -1)  # "pid reused"
     with pytest.raises(WorkflowLockedError):
         memory.acquire_lease("wf")
     time.sleep(0.35)
@@ -575,7 +575,7 @@ def test_a_lease_written_before_leases_had_a_node_is_still_held(
         assert (lease.pid, lease.node) == (os.getpid(), None)
         with pytest.raises(WorkflowLockedError):  # this process, alive, holds it
             store.acquire_lease("wf")
-        monkeypatch.setattr("lmdbstate.store.process_started", lambda pid: -1)
+        monkeypatch.setattr("lmdbstate.leases.process_started", lambda pid: -1)
         assert store.acquire_lease("wf").node == node_identity()
 
 
@@ -594,7 +594,7 @@ def test_a_holder_of_another_user_is_alive(
         raise PermissionError(pid)
 
     monkeypatch.setattr("os.kill", not_permitted)
-    monkeypatch.setattr("lmdbstate.store.process_started", lambda pid: -1)
+    monkeypatch.setattr("lmdbstate.leases.process_started", lambda pid: -1)
     with pytest.raises(WorkflowLockedError):
         memory.acquire_lease("wf")
 
