@@ -23,7 +23,9 @@ META = "meta"
 CKPT = "ckpt"
 WF = "wf"
 AGE = "age"
-TABLES = (META, CKPT, WF, AGE)
+CHUNK = "chunk"
+CREF = "cref"
+TABLES = (META, CKPT, WF, AGE, CHUNK, CREF)
 
 
 class ReadTxn(Protocol):

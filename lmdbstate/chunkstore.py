@@ -1,0 +1,114 @@
+"""Record format 2's chunk tables: chunks kept once, with reference counts (see chunking.py).
+
+Two tables, changed only inside the write transactions that add or remove references:
+
+- ``chunk``: key, the chunk's xxh3-128 (16 bytes); value, ``b"LC"``, a version byte (1), a
+  flags byte and the payload;
+- ``cref``: the same key; value, how many records and nodes reference the chunk (8 bytes,
+  big-endian).
+
+Flags: bit 0, the payload is a list node (it references other chunks). A chunk whose count
+reaches 0 is deleted in the same transaction, and a node's references go with it. The key is
+the digest of the payload, so reading a chunk checks it completely.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from . import chunking
+from .chunking import Chunked
+from .errors import CodecError
+from .kv import CHUNK, CREF, ReadTxn, WriteTxn
+
+MAGIC = b"LC"
+VERSION = 1
+FLAG_NODE = 1
+HEADER_SIZE = 4
+
+
+class ChunkDamagedError(Exception):
+    """A chunk is missing or fails its digest; the caller turns it into ``IntegrityError``."""
+
+    def __init__(self, digest: bytes, reason: str) -> None:
+        super().__init__(f"chunk {digest.hex()}: {reason}")
+        self.digest = digest
+        self.reason = reason
+
+
+def payload(txn: ReadTxn, digest: bytes) -> bytes:
+    """A chunk's payload, checked against its digest.
+
+    Raises:
+        ChunkDamagedError: the chunk is missing, malformed, or its bytes fail the digest.
+    """
+    stored = txn.get(CHUNK, digest)
+    if stored is None:
+        raise ChunkDamagedError(digest, "missing")
+    if len(stored) < HEADER_SIZE or stored[:2] != MAGIC or stored[2] != VERSION:
+        raise ChunkDamagedError(digest, "not a chunk (bad header)")
+    data = bytes(stored[HEADER_SIZE:])
+    if chunking.digest_of(data) != digest:
+        raise ChunkDamagedError(digest, "digest mismatch")
+    return data
+
+
+def count(txn: ReadTxn, digest: bytes) -> int:
+    """How many references the chunk has (0: it is not stored)."""
+    raw = txn.get(CREF, digest)
+    return 0 if raw is None else int.from_bytes(raw, "big")
+
+
+def acquire(txn: WriteTxn, refs: Iterable[bytes], made: Chunked) -> int:
+    """Add one reference to each chunk of ``refs``, storing those not stored yet from ``made``.
+
+    A node stored now references its own chunks in turn. Returns the bytes stored.
+
+    Raises:
+        KeyError: a chunk to store is not in ``made`` (a node it extends was deleted since the
+            split: split again, flat).
+    """
+    written = 0
+    pending = list(refs)
+    while pending:
+        digest = pending.pop()
+        held = count(txn, digest)
+        if held == 0:
+            data = made.chunks[digest]
+            links = made.links.get(digest)
+            flags = FLAG_NODE if links is not None else 0
+            txn.put(CHUNK, digest, MAGIC + bytes((VERSION, flags)) + data)
+            written += HEADER_SIZE + len(data)
+            pending.extend(links or ())
+        txn.put(CREF, digest, (held + 1).to_bytes(8, "big"))
+    return written
+
+
+def release(txn: WriteTxn, refs: Iterable[bytes]) -> int:
+    """Drop one reference from each chunk of ``refs``; delete those left unreferenced.
+
+    A node deleted drops its own references in turn. Returns the chunks deleted.
+    """
+    deleted = 0
+    pending = list(refs)
+    while pending:
+        digest = pending.pop()
+        held = count(txn, digest)
+        if held > 1:
+            txn.put(CREF, digest, (held - 1).to_bytes(8, "big"))
+            continue
+        stored = txn.get(CHUNK, digest)
+        txn.delete(CREF, digest)
+        if stored is None:
+            continue  # already gone (a damaged store): nothing to drop
+        txn.delete(CHUNK, digest)
+        deleted += 1
+        if len(stored) >= HEADER_SIZE and stored[3] & FLAG_NODE:
+            try:
+                previous, items = chunking.decode_node(bytes(stored[HEADER_SIZE:]))
+            except CodecError:
+                continue  # a damaged node: its chunks stay, and verify counts them as leaked
+            pending.extend(items)
+            if previous is not None:
+                pending.append(previous)
+    return deleted
