@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, TypeVar, TypeVarTuple
 
-from . import codec, collector, integrity, keyed, leases, migrations, records
+from . import chunking, chunkstore, codec, collector, integrity, keyed, leases, migrations, records
 from .backends import open_backend
 from .env import (
     DEFAULT_MAP_SIZE,
@@ -110,6 +110,10 @@ _LARGEST = 5
 _MIGRATE_BATCH = 64  # workflows whose upgraded states migrate_states writes per transaction
 
 
+_LISTS_KEPT = 4096
+"""Workflows whose chunked lists a store remembers between puts."""
+
+
 def _version() -> str:
     from . import __version__
 
@@ -148,9 +152,11 @@ def _body_fields(
         raise IntegrityError(workflow_id_of(workflow_key), seq, exc.reason) from exc
 
 
-def _checkpoint(workflow_id: str, key: bytes, record: bytes) -> Checkpoint:
+def _checkpoint(txn: ReadTxn, workflow_id: str, key: bytes, record: bytes) -> Checkpoint:
     created_ns, digest, body = records.check(key, record)
     fields = _body_fields(key, body, records.decode_body)
+    if records.is_chunked(record):
+        fields["state"] = _joined(txn, workflow_id, key, fields.get("state"))
     try:
         return Checkpoint(
             workflow_id, seq_of(key), fields["state"], fields["step"], fields["schema"],
@@ -158,6 +164,18 @@ def _checkpoint(workflow_id: str, key: bytes, record: bytes) -> Checkpoint:
         )  # fmt: skip
     except KeyError as exc:
         raise IntegrityError(workflow_id, seq_of(key), f"body lacks {exc}") from exc
+
+
+def _joined(txn: ReadTxn, workflow_id: str, key: bytes, state: object) -> object:
+    """A format-2 record's state with its chunked lists read back from the chunk tables.
+
+    Raises:
+        IntegrityError: a chunk is missing or damaged.
+    """
+    try:
+        return chunking.join(state, lambda digest: chunkstore.payload(txn, digest))
+    except (chunkstore.ChunkDamagedError, CodecError) as exc:
+        raise IntegrityError(workflow_id, seq_of(key), f"its state's {exc}") from exc
 
 
 def _checkpoint_info(workflow_id: str, key: bytes, record: bytes | memoryview) -> CheckpointInfo:
@@ -195,7 +213,7 @@ def _read_latest(
     if item is None:
         return None
     try:
-        return _checkpoint(workflow_id, *item)
+        return _checkpoint(txn, workflow_id, *item)
     except IntegrityError:
         if not skip_damaged:
             raise
@@ -207,7 +225,7 @@ def _newest_intact(txn: ReadTxn, workflow_id: str, workflow_key: bytes) -> Check
     damaged: list[IntegrityError] = []
     for key, record in txn.scan(CKPT, *workflow_bounds(workflow_key), reverse=True, page=1):
         try:
-            found = _checkpoint(workflow_id, key, record)
+            found = _checkpoint(txn, workflow_id, key, record)
         except IntegrityError as exc:
             damaged.append(exc)
             continue
@@ -226,7 +244,7 @@ def _read_checkpoint(txn: ReadTxn, workflow_id: str, workflow_key: bytes, seq: i
     if record is None:
         required_entry(txn, workflow_key)
         raise CheckpointNotFoundError(workflow_id, seq)
-    return _checkpoint(workflow_id, key, record)
+    return _checkpoint(txn, workflow_id, key, record)
 
 
 # -- writing ----------------------------------------------------------------------------------
@@ -237,9 +255,12 @@ class _PendingPut:
 
     __slots__ = (
         "body",
+        "chunked",
         "created_ns",
         "expect_seq",
+        "meta",
         "schema",
+        "state",
         "step",
         "workflow_id",
         "workflow_key",
@@ -253,6 +274,7 @@ class _PendingPut:
         schema: int,
         meta: dict[str, Any] | None,
         expect_seq: int | None,
+        previous: Mapping[Any, chunking.ListNode] | None = None,
     ) -> None:
         self.workflow_key = encode_workflow_id(workflow_id)
         _check_step(step)
@@ -265,8 +287,27 @@ class _PendingPut:
         self.step = step
         self.schema = schema
         self.expect_seq = expect_seq
-        self.body = records.encode_body(state, step, schema, {} if meta is None else meta)
+        self.state = state
+        self.meta: dict[str, Any] = {} if meta is None else meta
+        self.chunked = None if previous is None else chunking.split(state, previous)
+        self.body = self._encoded()
         self.created_ns = time.time_ns()
+
+    def _encoded(self) -> bytes:
+        state = self.state if self.chunked is None else self.chunked.state
+        return records.encode_body(state, self.step, self.schema, self.meta)
+
+    def _check_chunks(self, txn: ReadTxn) -> None:
+        """Split flat again when a node the split extends was deleted since (before any write)."""
+        chunked = self.chunked
+        if chunked is None:
+            return
+        named = {link for links in chunked.links.values() for link in links} | set(chunked.refs)
+        if any(
+            digest not in chunked.chunks and chunkstore.count(txn, digest) == 0 for digest in named
+        ):
+            self.chunked = chunking.split(self.state, {})
+            self.body = self._encoded()
 
     def apply(self, txn: WriteTxn, *, seq: int | None = None) -> CheckpointInfo:
         """Write the checkpoint and update its workflow's index entries, all in ``txn``.
@@ -285,8 +326,9 @@ class _PendingPut:
                 raise InvalidInputError(
                     f"workflow {self.workflow_id!r} has given out every seq up to {MAX_SEQ}"
                 )
+        self._check_chunks(txn)
         key = checkpoint_key(workflow_key, seq)
-        record = records.build(key, self.body, self.created_ns)
+        record = records.build(key, self.body, self.created_ns, chunked=self.chunked is not None)
         entry.head_seq = entry.last_seq = seq
         entry.count += 1
         entry.bytes += len(record)
@@ -296,6 +338,8 @@ class _PendingPut:
         txn.put(CKPT, key, record)
         txn.put(AGE, age_key(self.created_ns, key), b"")
         txn.put(WF, workflow_key, encoded_entry)
+        if self.chunked is not None:
+            chunkstore.acquire(txn, self.chunked.refs, self.chunked)
         return CheckpointInfo(
             self.workflow_id, seq, self.step, self.schema, self.created_ns, len(record),
             int.from_bytes(record[4:12], "little"),
@@ -421,6 +465,9 @@ class CheckpointStore:
             raise ConfigError(f"retention must be a RetentionPolicy or None, not {retention!r}")
         self._retention = retention
         self._durability: Durability = durability
+        # Each workflow's chunked lists as this store's last put of it wrote them: the next put
+        # extends them (record format 2). Without an entry, a put writes flat nodes.
+        self._lists: dict[str, Mapping[Any, chunking.ListNode]] = {}
         options = EnvOptions(durability, readonly, map_size, max_map_size, max_readers)
         self._backend: Backend = open_backend(path, options)
         # In memory there is no flush to share: "group" is then plain puts. A read-only store's
@@ -559,11 +606,22 @@ class CheckpointStore:
             StoreClosedError: the store is closed, or was closed while a grouped put waited
                 for room in the queue; nothing was written.
         """
-        pending = _PendingPut(workflow_id, state, step, schema, meta, expect_seq)
-        if self._grouped is not None:
-            info = self._grouped(pending.apply)
+        previous = self._lists.get(workflow_id, {})
+        pending = _PendingPut(workflow_id, state, step, schema, meta, expect_seq, previous)
+        try:
+            if self._grouped is not None:
+                info = self._grouped(pending.apply)
+            else:
+                info = self._backend.write(pending.apply)
+        except BaseException:
+            self._lists.pop(workflow_id, None)
+            raise
+        if pending.chunked is None:
+            self._lists.pop(workflow_id, None)
         else:
-            info = self._backend.write(pending.apply)
+            if len(self._lists) >= _LISTS_KEPT:
+                self._lists.clear()  # the next put of each workflow writes a flat node
+            self._lists[workflow_id] = pending.chunked.lists
         self._wrote(info.size)
         return info
 
