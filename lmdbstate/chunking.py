@@ -31,6 +31,9 @@ from .errors import CodecError
 
 MIN_ITEMS = 8
 """Lists shorter than this stay inline: a chunk costs a key, a count and a B-tree node."""
+INLINE_LIMIT = 2048
+"""Bodies shorter than this (in bytes, as format 1 encodes them) are stored whole: splitting
+them would cost CPU on every put and save little."""
 FLAT_EVERY = 16
 """A flat node at least every this many nodes: a read follows at most this many."""
 DIGEST_SIZE = 16
@@ -70,6 +73,35 @@ class Chunked:
     def refs(self) -> tuple[bytes, ...]:
         """The node chunks the record itself references."""
         return tuple(node.digest for node in self.lists.values())
+
+
+class RecentLists:
+    """Each workflow's chunked lists as this process last wrote them, for at most ``limit``.
+
+    The next put of a workflow extends them. Forgetting is always safe: a put that finds no
+    entry writes flat nodes.
+    """
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._limit = limit
+        self._lists: dict[str, Mapping[Any, ListNode]] = {}
+
+    def get(self, workflow_id: str) -> Mapping[Any, ListNode]:
+        """The lists to extend (empty: none known)."""
+        return self._lists.get(workflow_id, {})
+
+    def remember(self, workflow_id: str, chunked: Chunked | None) -> None:
+        """Note what a put of ``workflow_id`` just wrote (None: it wrote no chunked list)."""
+        if chunked is None:
+            self._lists.pop(workflow_id, None)
+            return
+        if len(self._lists) >= self._limit and workflow_id not in self._lists:
+            self._lists.clear()  # the next put of each workflow writes a flat node
+        self._lists[workflow_id] = chunked.lists
+
+    def forget(self, workflow_id: str) -> None:
+        """Drop what is known of ``workflow_id`` (its put failed, or it was deleted)."""
+        self._lists.pop(workflow_id, None)
 
 
 def split(state: object, previous: Mapping[Any, ListNode]) -> Chunked | None:

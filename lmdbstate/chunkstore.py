@@ -53,6 +53,17 @@ def payload(txn: ReadTxn, digest: bytes) -> bytes:
     return data
 
 
+def is_whole(digest: bytes, stored: bytes | memoryview) -> bool:
+    """Whether ``stored`` is a chunk value whose payload matches the key ``digest``."""
+    return (
+        len(digest) == chunking.DIGEST_SIZE
+        and len(stored) >= HEADER_SIZE
+        and stored[:2] == MAGIC
+        and stored[2] == VERSION
+        and chunking.digest_of(bytes(stored[HEADER_SIZE:])) == digest
+    )
+
+
 def count(txn: ReadTxn, digest: bytes) -> int:
     """How many references the chunk has (0: it is not stored)."""
     raw = txn.get(CREF, digest)

@@ -99,9 +99,28 @@ def check(key: bytes, record: bytes | memoryview) -> tuple[int, int, memoryview]
     return created_ns, stored, view[HEADER_SIZE:]
 
 
+def whole_digest(
+    key: bytes, state: object, step: object, schema: int, meta: object, created_ns: int
+) -> int:
+    """The digest of the checkpoint stored whole (record format 1), whatever its stored format.
+
+    Exports carry it: it depends on what the checkpoint holds, not on how a store split it.
+
+    Raises:
+        CodecError: a field the codec cannot carry.
+    """
+    record = build(key, encode_body(state, step, schema, meta), created_ns)
+    return int.from_bytes(record[4:12], "little")
+
+
+def record_format(record: bytes | memoryview) -> int:
+    """The format byte of a record (checked by ``check``): 1 whole, 2 with chunked lists."""
+    return record[2] if len(record) > 2 else 0
+
+
 def is_chunked(record: bytes | memoryview) -> bool:
     """True for a record of format 2, whose state refers to chunks (checked by ``check``)."""
-    return len(record) > 2 and record[2] == CHUNKED_FORMAT
+    return record_format(record) == CHUNKED_FORMAT
 
 
 def chunk_refs(body: bytes | memoryview) -> tuple[bytes, ...]:

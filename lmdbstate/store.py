@@ -18,7 +18,18 @@ from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, TypeVar, TypeVarTuple
 
-from . import chunking, chunkstore, codec, collector, integrity, keyed, leases, migrations, records
+from . import (
+    chunking,
+    chunkstore,
+    codec,
+    collector,
+    integrity,
+    keyed,
+    leases,
+    migrations,
+    records,
+    store_upgrades,  # noqa: F401  (registers the store-format upgrades)
+)
 from .backends import open_backend
 from .env import (
     DEFAULT_MAP_SIZE,
@@ -110,10 +121,6 @@ _LARGEST = 5
 _MIGRATE_BATCH = 64  # workflows whose upgraded states migrate_states writes per transaction
 
 
-_LISTS_KEPT = 4096
-"""Workflows whose chunked lists a store remembers between puts."""
-
-
 def _version() -> str:
     from . import __version__
 
@@ -155,12 +162,13 @@ def _body_fields(
 def _checkpoint(txn: ReadTxn, workflow_id: str, key: bytes, record: bytes) -> Checkpoint:
     created_ns, digest, body = records.check(key, record)
     fields = _body_fields(key, body, records.decode_body)
-    if records.is_chunked(record):
-        fields["state"] = _joined(txn, workflow_id, key, fields.get("state"))
+    record_format = records.record_format(record)
+    if record_format == records.CHUNKED_FORMAT and "state" in fields:
+        fields["state"] = _joined(txn, workflow_id, key, fields["state"])
     try:
         return Checkpoint(
             workflow_id, seq_of(key), fields["state"], fields["step"], fields["schema"],
-            fields["meta"], created_ns, len(record), digest,
+            fields["meta"], created_ns, len(record), digest, record_format=record_format,
         )  # fmt: skip
     except KeyError as exc:
         raise IntegrityError(workflow_id, seq_of(key), f"body lacks {exc}") from exc
@@ -258,6 +266,7 @@ class _PendingPut:
         "chunked",
         "created_ns",
         "expect_seq",
+        "inline_body",
         "meta",
         "schema",
         "state",
@@ -289,13 +298,17 @@ class _PendingPut:
         self.expect_seq = expect_seq
         self.state = state
         self.meta: dict[str, Any] = {} if meta is None else meta
-        self.chunked = None if previous is None else chunking.split(state, previous)
-        self.body = self._encoded()
+        self.inline_body = records.encode_body(state, step, schema, self.meta)
+        self.body = self.inline_body
+        self.chunked: chunking.Chunked | None = None
+        if previous is not None and len(self.inline_body) >= chunking.INLINE_LIMIT:
+            self._split(previous)
         self.created_ns = time.time_ns()
 
-    def _encoded(self) -> bytes:
-        state = self.state if self.chunked is None else self.chunked.state
-        return records.encode_body(state, self.step, self.schema, self.meta)
+    def _split(self, previous: Mapping[Any, chunking.ListNode]) -> None:
+        self.chunked = chunking.split(self.state, previous)
+        if self.chunked is not None:
+            self.body = records.encode_body(self.chunked.state, self.step, self.schema, self.meta)
 
     def _check_chunks(self, txn: ReadTxn) -> None:
         """Split flat again when a node the split extends was deleted since (before any write)."""
@@ -306,8 +319,7 @@ class _PendingPut:
         if any(
             digest not in chunked.chunks and chunkstore.count(txn, digest) == 0 for digest in named
         ):
-            self.chunked = chunking.split(self.state, {})
-            self.body = self._encoded()
+            self._split({})
 
     def apply(self, txn: WriteTxn, *, seq: int | None = None) -> CheckpointInfo:
         """Write the checkpoint and update its workflow's index entries, all in ``txn``.
@@ -374,10 +386,15 @@ class Batch:
         Raises:
             InvalidInputError: a bad argument or an unencodable state; nothing is queued.
         """
-        self._pending.append(_PendingPut(workflow_id, state, step, schema, meta, expect_seq))
+        pending = self._store._pending_put(workflow_id, state, step, schema, meta, expect_seq)
+        self._pending.append(pending)
+        # A later put of the same workflow in this batch extends this one's lists: they are
+        # written first, in the same transaction.
+        self._store._lists.remember(workflow_id, pending.chunked)
 
-    def _apply(self, txn: WriteTxn) -> tuple[CheckpointInfo, ...]:
-        return tuple(pending.apply(txn) for pending in self._pending)
+    @staticmethod
+    def _apply_all(txn: WriteTxn, pending: list[_PendingPut]) -> tuple[CheckpointInfo, ...]:
+        return tuple(put.apply(txn) for put in pending)
 
     def __enter__(self) -> Batch:
         return self
@@ -388,10 +405,21 @@ class Batch:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if exc_type is None and self._pending:
-            self.checkpoints = self._store._backend.write(self._apply)
-            self._store._wrote(sum(info.size for info in self.checkpoints))
-        self._pending.clear()
+        pending, self._pending = self._pending, []
+        lists = self._store._lists
+        if exc_type is not None or not pending:
+            for put in pending:
+                lists.forget(put.workflow_id)  # remembered by ``put``, never written
+            return
+        try:
+            self.checkpoints = self._store._backend.write(self._apply_all, pending)
+        except BaseException:
+            for put in pending:
+                lists.forget(put.workflow_id)
+            raise
+        for put in pending:
+            lists.remember(put.workflow_id, put.chunked)  # the last of each workflow wins
+        self._store._wrote(sum(info.size for info in self.checkpoints))
 
 
 class CheckpointStore:
@@ -425,6 +453,10 @@ class CheckpointStore:
             ``gc`` runs in a background thread when it is above the cap (and, for the count
             and age bounds, at most once a minute). ``close`` stops it between two of its
             transactions. Ignored when ``readonly``.
+        dedup: store each long list of a state's top-level map (8 items or more, in a body of
+            at least 2 KiB) as content-addressed chunks, kept once however many checkpoints
+            hold them (record format 2, docs/format.md); a list that grows by appending costs
+            only its new items. False writes every state whole (record format 1).
 
     Raises:
         ConfigError: a bad option.
@@ -445,6 +477,7 @@ class CheckpointStore:
         max_readers: int = DEFAULT_MAX_READERS,
         auto_migrate: bool = True,
         retention: RetentionPolicy | None = None,
+        dedup: bool = True,
     ) -> None:
         if durability not in DURABILITIES:
             raise ConfigError(
@@ -463,11 +496,14 @@ class CheckpointStore:
             raise ConfigError(f"max_readers must be an int of at least 1, not {max_readers!r}")
         if retention is not None and not isinstance(retention, RetentionPolicy):
             raise ConfigError(f"retention must be a RetentionPolicy or None, not {retention!r}")
+        if type(dedup) is not bool:
+            raise ConfigError(f"dedup must be a bool, not {dedup!r}")
         self._retention = retention
         self._durability: Durability = durability
+        self._dedup = dedup
         # Each workflow's chunked lists as this store's last put of it wrote them: the next put
-        # extends them (record format 2). Without an entry, a put writes flat nodes.
-        self._lists: dict[str, Mapping[Any, chunking.ListNode]] = {}
+        # extends them (record format 2).
+        self._lists = chunking.RecentLists()
         options = EnvOptions(durability, readonly, map_size, max_map_size, max_readers)
         self._backend: Backend = open_backend(path, options)
         # In memory there is no flush to share: "group" is then plain puts. A read-only store's
@@ -606,24 +642,30 @@ class CheckpointStore:
             StoreClosedError: the store is closed, or was closed while a grouped put waited
                 for room in the queue; nothing was written.
         """
-        previous = self._lists.get(workflow_id, {})
-        pending = _PendingPut(workflow_id, state, step, schema, meta, expect_seq, previous)
+        pending = self._pending_put(workflow_id, state, step, schema, meta, expect_seq)
         try:
             if self._grouped is not None:
                 info = self._grouped(pending.apply)
             else:
                 info = self._backend.write(pending.apply)
         except BaseException:
-            self._lists.pop(workflow_id, None)
+            self._lists.forget(workflow_id)
             raise
-        if pending.chunked is None:
-            self._lists.pop(workflow_id, None)
-        else:
-            if len(self._lists) >= _LISTS_KEPT:
-                self._lists.clear()  # the next put of each workflow writes a flat node
-            self._lists[workflow_id] = pending.chunked.lists
+        self._lists.remember(workflow_id, pending.chunked)
         self._wrote(info.size)
         return info
+
+    def _pending_put(
+        self,
+        workflow_id: str,
+        state: object,
+        step: str | int | None,
+        schema: int,
+        meta: dict[str, Any] | None,
+        expect_seq: int | None,
+    ) -> _PendingPut:
+        previous = self._lists.get(workflow_id) if self._dedup else None
+        return _PendingPut(workflow_id, state, step, schema, meta, expect_seq, previous)
 
     def _wrote(self, size: int) -> None:
         if self._auto_gc is not None:
@@ -663,9 +705,11 @@ class CheckpointStore:
     ) -> tuple[CheckpointInfo, bool]:
         """Write a checkpoint with the seq and creation time it had elsewhere (for importers).
 
-        The record is built exactly as ``put`` builds it, so a checkpoint exported and imported
-        with the same fields gets the same bytes and the same digest. Importing again what is
-        already there changes nothing: the call is idempotent.
+        The record is built as ``put`` builds it: a checkpoint exported and imported with the
+        same fields into a store that writes it whole (``dedup=False``, or a state too small to
+        split) gets the same bytes and the same digest, and ``records.whole_digest`` gives that
+        digest in any case. Importing again what is already there changes nothing: the call is
+        idempotent.
 
         Returns:
             The checkpoint, and True when it was written (False: an identical one was there).
@@ -679,10 +723,15 @@ class CheckpointStore:
             raise InvalidInputError(
                 f"invalid created_ns {created_ns!r}: expected an int from 0 to 2**64 - 1"
             )
-        pending = _PendingPut(workflow_id, state, step, schema, meta, None)
+        pending = self._pending_put(workflow_id, state, step, schema, meta, None)
         pending.created_ns = created_ns
-        result = self._backend.write(_import_checkpoint, pending, validate_seq(seq))
+        try:
+            result = self._backend.write(_import_checkpoint, pending, validate_seq(seq))
+        except BaseException:
+            self._lists.forget(workflow_id)
+            raise
         if result[1]:
+            self._lists.remember(workflow_id, pending.chunked)
             self._wrote(result[0].size)
         return result
 
@@ -1262,10 +1311,9 @@ def _import_checkpoint(
     txn: WriteTxn, pending: _PendingPut, seq: int
 ) -> tuple[CheckpointInfo, bool]:
     key = checkpoint_key(pending.workflow_key, seq)
-    record = records.build(key, pending.body, pending.created_ns)
     existing = txn.get(CKPT, key)
-    if existing == record:
-        return _checkpoint_info(pending.workflow_id, key, record), False
+    if existing is not None and _holds(txn, pending, key, existing):
+        return _checkpoint_info(pending.workflow_id, key, existing), False
     raw = txn.get(WF, pending.workflow_key)
     entry = WorkflowEntry.decode(pending.workflow_key, raw) if raw is not None else None
     last_seq = 0 if entry is None else entry.last_seq
@@ -1281,6 +1329,24 @@ def _import_checkpoint(
     pending.expect_seq = None
     info = pending.apply(txn, seq=seq)
     return info, True
+
+
+def _holds(txn: ReadTxn, pending: _PendingPut, key: bytes, existing: bytes) -> bool:
+    """Whether the record ``existing`` holds exactly the checkpoint ``pending`` would write.
+
+    Records are compared as format 1 would store them: the same checkpoint split into chunks
+    against other lists differs in its bytes, not in what it holds.
+    """
+    if existing == records.build(key, pending.inline_body, pending.created_ns):
+        return True
+    if not records.is_chunked(existing):
+        return False
+    try:
+        ckpt = _checkpoint(txn, pending.workflow_id, key, existing)
+        body = records.encode_body(ckpt.state, ckpt.step, ckpt.schema, ckpt.meta)
+    except (IntegrityError, CodecError):
+        return False
+    return ckpt.created_ns == pending.created_ns and body == pending.inline_body
 
 
 def _delete_workflow(txn: WriteTxn, workflow_key: bytes) -> int:

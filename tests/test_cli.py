@@ -660,7 +660,7 @@ def test_stats_json(runner: CliRunner, filled: Filled) -> None:
     assert report == {
         "path": str(filled.path.resolve()),
         "durability": "sync",
-        "format_version": 1,
+        "format_version": 2,
         "workflows": 3,
         "workflows_by_status": {"running": 1, "completed": 1, "failed": 1, "cancelled": 0},
         "checkpoints": 4,
@@ -688,7 +688,7 @@ def test_stats_table(runner: CliRunner, filled: Filled) -> None:
     assert 1024 < record_bytes < 10 * 1024
     for name, value in (
         ("store", str(filled.path.resolve())),
-        ("format", "1"),
+        ("format", "2"),
         ("workflows", "3 (1 running, 1 completed, 1 failed, 0 cancelled)"),
         ("checkpoints", "4"),
         ("record bytes", f"{record_bytes / 1024:.1f} KiB"),

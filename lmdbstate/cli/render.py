@@ -482,6 +482,10 @@ def verify_report(report: VerifyReport, *, as_json: bool) -> None:
         message(f"{len(report.index_problems)} index problems:")
         rows = ((p.table, p.workflow_id, p.reason) for p in report.index_problems)
         _table(("index", Column("workflow", overflow="fold"), "problem"), rows, empty="")
+    if report.chunk_problems:
+        message(f"{len(report.chunk_problems)} chunk problems (of {report.chunks} chunks):")
+        for problem in report.chunk_problems:
+            message(f"  {problem}")
     if not report.ok:
         message("`lmdbstate repair` backs the store up, then removes the damage.")
 
@@ -495,7 +499,9 @@ def repair_report(report: RepairReport, *, as_json: bool) -> None:
         message(f"backup: {report.backup_path}")
     message(
         f"removed {len(report.removed)} damaged checkpoints; rebuilt {report.workflows_rebuilt} "
-        f"workflow entries; added {report.age_added} and removed {report.age_removed} age entries"
+        f"workflow entries; added {report.age_added} and removed {report.age_removed} age "
+        f"entries; rewrote {report.chunk_counts_fixed} chunk reference counts and removed "
+        f"{report.chunks_removed} unreferenced chunks"
     )
     if report.removed:
         _damaged_table(report.removed)

@@ -1,0 +1,269 @@
+"""Record format 2 under damage: verify, repair, recover, the 1 -> 2 upgrade, export and import.
+
+Damage is done to the file for real (bytes flipped inside ``data.mdb``) or to the tables with
+raw py-lmdb (a chunk or a count removed, a count changed, a stray chunk added).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import lmdb
+import pytest
+
+from lmdbstate import CheckpointStore, codec, export_jsonl, import_jsonl, recover
+from lmdbstate.chunking import decode_node, digest_of
+from lmdbstate.chunkstore import FLAG_NODE, MAGIC, VERSION
+from lmdbstate.keys import checkpoint_key, encode_workflow_id
+from lmdbstate.records import HEADER_SIZE, chunk_refs, is_chunked
+
+from .damage import flip_record, raw_delete, raw_env, raw_get, raw_items
+
+WORKFLOWS = ("chat-0", "chat-1", "chat-2")
+STEPS = 40
+
+
+def message(workflow_id: str, n: int) -> dict[str, Any]:
+    return {"role": "user" if n % 2 else "assistant", "content": f"{workflow_id} says {n}. " * 15}
+
+
+def grow(store: CheckpointStore, steps: int = STEPS) -> dict[tuple[str, int], Any]:
+    """Each workflow's history grows by one message per put; returns every state by seq."""
+    written: dict[tuple[str, int], Any] = {}
+    for step in range(steps):
+        for workflow_id in WORKFLOWS:
+            state = {
+                "messages": [message(workflow_id, n) for n in range(step + 1)],
+                "turn": step,
+            }
+            written[workflow_id, store.put(workflow_id, state, step=step).seq] = state
+    return written
+
+
+@pytest.fixture
+def grown(tmp_path: Path) -> tuple[Path, dict[tuple[str, int], Any]]:
+    path = tmp_path / "store"
+    with CheckpointStore(path) as store:
+        written = grow(store)
+        assert store.verify(deep=True).ok
+    return path, written
+
+
+def damaged_pairs(report: Any) -> set[tuple[str | None, int | None]]:
+    return {(d.workflow_id, d.seq) for d in report.damaged}
+
+
+def test_a_grown_store_is_chunked_and_verifies_clean(
+    grown: tuple[Path, dict[tuple[str, int], Any]],
+) -> None:
+    path, written = grown
+    records = raw_items(path, b"ckpt")
+    assert sum(is_chunked(record) for record in records.values()) > len(records) // 2
+    with CheckpointStore(path) as store:
+        report = store.verify()
+        assert report.ok, report
+        assert report.chunks > STEPS * len(WORKFLOWS)  # one per message, and the nodes
+        assert report.chunk_problems == ()
+        for (workflow_id, seq), state in written.items():
+            ckpt = store.get(workflow_id, seq)
+            assert ckpt.state == state
+            assert ckpt.record_format == (2 if is_chunked(records[key(workflow_id, seq)]) else 1)
+
+
+def key(workflow_id: str, seq: int) -> bytes:
+    return checkpoint_key(encode_workflow_id(workflow_id), seq)
+
+
+def test_a_flipped_chunk_is_reported_for_exactly_the_checkpoints_that_use_it(
+    grown: tuple[Path, dict[tuple[str, int], Any]], tmp_path: Path
+) -> None:
+    path, written = grown
+    damaged_message = message("chat-0", 20)
+    payload = codec.encode(damaged_message)
+    assert flip_record(path, payload, len(payload) // 2) >= 1
+    users = {pair for pair, state in written.items() if damaged_message in state["messages"]}
+    assert users == {("chat-0", seq) for seq in range(21, STEPS + 1)}
+    pristine = tmp_path / "before-repair"
+    shutil.copytree(path, pristine)
+
+    with CheckpointStore(path) as store:
+        report = store.verify()
+        assert damaged_pairs(report) == users
+        assert all(digest_of(payload).hex() in d.reason for d in report.damaged)
+        assert report.chunk_problems == ()  # the counts are right: a chunk is damaged
+        with pytest.raises(Exception, match="digest mismatch"):
+            store.get("chat-0", STEPS)
+        assert store.latest("chat-0", skip_damaged=True).seq == 20  # type: ignore[union-attr]
+        for (workflow_id, seq), state in written.items():
+            if (workflow_id, seq) not in users:
+                assert store.get(workflow_id, seq).state == state
+
+        repaired = store.repair(backup_dir=tmp_path / "backup")
+        assert {(d.workflow_id, d.seq) for d in repaired.removed} == users
+        assert repaired.chunks_removed >= 1  # the damaged chunk, referenced by nothing now
+        after = store.verify(deep=True)
+        assert after.ok, after
+        for (workflow_id, seq), state in written.items():
+            if (workflow_id, seq) not in users:
+                assert store.get(workflow_id, seq).state == state
+    assert digest_of(payload) not in raw_items(path, b"chunk")
+
+    report = recover(pristine, tmp_path / "recovered")
+    assert damaged_pairs(report) == users
+    assert report.recovered == len(written) - len(users)
+    with CheckpointStore(tmp_path / "recovered") as store:
+        assert store.verify(deep=True).ok
+        for (workflow_id, seq), state in written.items():
+            if (workflow_id, seq) not in users:
+                assert store.get(workflow_id, seq).state == state
+
+
+def test_a_missing_node_damages_the_checkpoints_whose_lists_reach_it(
+    grown: tuple[Path, dict[tuple[str, int], Any]], tmp_path: Path
+) -> None:
+    path, written = grown
+    newest = raw_get(path, b"ckpt", key("chat-1", STEPS))
+    assert newest is not None
+    assert is_chunked(newest)
+    (node,) = chunk_refs(newest[HEADER_SIZE:])
+    previous, items = decode_node((raw_get(path, b"chunk", node) or b"")[4:])
+    assert previous is not None
+    assert len(items) == 1
+    raw_delete(path, b"chunk", node)  # no later checkpoint extends the newest one's node
+    with CheckpointStore(path) as store:
+        report = store.verify()
+        assert damaged_pairs(report) == {("chat-1", STEPS)}
+        assert "missing" in report.damaged[0].reason
+        # What the lost node referenced is reached once less: its new message by nothing.
+        assert sorted(report.chunk_problems) == sorted(
+            [
+                f"chunk {items[0].hex()} is stored but nothing references it",
+                f"chunk {previous.hex()} has reference count 2; the references say 1",
+            ]
+        )
+        store.repair(backup_dir=tmp_path / "backup")
+        assert store.verify().ok
+        assert store.latest("chat-1").seq == STEPS - 1  # type: ignore[union-attr]
+        assert store.latest("chat-1").state == written["chat-1", STEPS - 1]  # type: ignore[union-attr]
+
+
+def test_wrong_counts_and_stray_chunks_are_found_and_rebuilt(
+    grown: tuple[Path, dict[tuple[str, int], Any]], tmp_path: Path
+) -> None:
+    path, written = grown
+    counts = raw_items(path, b"cref")
+    first, second = sorted(counts)[:2]
+    stray = codec.encode("nobody refers to me")
+    env = raw_env(path)
+    with env.begin(write=True) as txn:
+        cref, chunk = env.open_db(b"cref", txn=txn), env.open_db(b"chunk", txn=txn)
+        txn.put(first, (int.from_bytes(counts[first], "big") + 1).to_bytes(8, "big"), db=cref)
+        txn.delete(second, db=cref)
+        txn.put(digest_of(stray), MAGIC + bytes((VERSION, 0)) + stray, db=chunk)
+        txn.put(digest_of(stray), (1).to_bytes(8, "big"), db=cref)
+    env.close()
+    with CheckpointStore(path) as store:
+        report = store.verify()
+        assert not report.ok
+        assert report.damaged == ()
+        problems = "\n".join(report.chunk_problems)
+        assert f"chunk {first.hex()} has reference count" in problems
+        assert f"chunk {second.hex()} has no reference count" in problems
+        assert f"chunk {digest_of(stray).hex()} is stored but nothing references it" in problems
+        repaired = store.repair(backup_dir=tmp_path / "backup")
+        assert repaired.chunk_counts_fixed == 3  # first's, second's, and the stray's dropped
+        assert repaired.chunks_removed == 1
+        assert store.verify().ok
+        for (workflow_id, seq), state in written.items():
+            assert store.get(workflow_id, seq).state == state
+    assert raw_items(path, b"cref") == counts
+
+
+def test_a_node_flag_on_every_node_and_none_on_elements(
+    grown: tuple[Path, dict[tuple[str, int], Any]],
+) -> None:
+    path, _ = grown
+    chunks = raw_items(path, b"chunk")
+    nodes = {digest for digest, value in chunks.items() if value[3] & FLAG_NODE}
+    referenced_by_records = {
+        ref
+        for record in raw_items(path, b"ckpt").values()
+        if is_chunked(record)
+        for ref in chunk_refs(record[HEADER_SIZE:])
+    }
+    assert referenced_by_records <= nodes
+    assert len(chunks) - len(nodes) == STEPS * len(WORKFLOWS)  # one element per message
+
+
+# -- format 1 -> 2 ----------------------------------------------------------------------------
+
+
+def make_format1(path: Path) -> None:
+    """Turn a store written with ``dedup=False`` into what lmdbstate format 1 left on disk."""
+    env = lmdb.open(str(path), max_dbs=8)
+    with env.begin(write=True) as txn:
+        assert txn.stat(env.open_db(b"chunk", txn=txn))["entries"] == 0
+        for name in (b"chunk", b"cref"):
+            txn.drop(env.open_db(name, txn=txn), delete=True)
+        txn.put(b"format", codec.encode(1), db=env.open_db(b"meta", txn=txn))
+    env.close()
+
+
+def test_a_format1_store_upgrades_to_chunks_and_keeps_every_state(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    with CheckpointStore(path, dedup=False) as store:
+        written = grow(store)
+        whole_bytes = sum(info.bytes for info in store.workflows())
+    make_format1(path)
+    assert not any(is_chunked(record) for record in raw_items(path, b"ckpt").values())
+
+    with CheckpointStore(path, readonly=True) as store:  # read through an upgraded copy
+        assert store.stats().format_version == 2
+        assert store.get("chat-2", STEPS).state == written["chat-2", STEPS]
+    assert codec.decode(raw_get(path, b"meta", b"format") or b"") == 1  # not written
+
+    with CheckpointStore(path) as store:
+        (backup,) = [p for p in tmp_path.iterdir() if p.name.startswith("store.format1-backup-")]
+        assert codec.decode(raw_get(backup, b"meta", b"format") or b"") == 1
+        assert store.verify(deep=True).ok
+        for (workflow_id, seq), state in written.items():
+            assert store.get(workflow_id, seq).state == state
+        chunked_bytes = sum(info.bytes for info in store.workflows())
+        stats = store.stats()
+        assert stats.format_version == 2
+    records = raw_items(path, b"ckpt")
+    assert sum(is_chunked(record) for record in records.values()) > len(records) // 2
+    # The records shrink to their node references; the messages are kept once.
+    assert chunked_bytes < whole_bytes / 5
+    stored = raw_items(path, b"chunk")
+    assert len(stored) - sum(v[3] & FLAG_NODE for v in stored.values()) == STEPS * len(WORKFLOWS)
+
+
+# -- export and import ------------------------------------------------------------------------
+
+
+def test_exports_are_self_contained_and_import_anywhere_with_their_digests(
+    grown: tuple[Path, dict[tuple[str, int], Any]], tmp_path: Path
+) -> None:
+    path, written = grown
+    export = tmp_path / "export.jsonl"
+    with CheckpointStore(path) as store:
+        assert export_jsonl(store, export).checkpoints == len(written)
+    assert "ListRef" not in export.read_text()
+    assert "says 39" in export.read_text()
+
+    for dedup in (True, False):
+        with CheckpointStore(tmp_path / f"imported-{dedup}", dedup=dedup) as store:
+            report = import_jsonl(store, export)
+            assert report.ok, report
+            assert report.imported == len(written)
+            again = import_jsonl(store, export)
+            assert (again.imported, again.already_present) == (0, len(written))
+            assert again.ok
+            for (workflow_id, seq), state in written.items():
+                assert store.get(workflow_id, seq).state == state
+            assert store.verify(deep=True).ok
+            formats = {store.get(w, s).record_format for w, s in written}
+            assert formats == ({1, 2} if dedup else {1})
