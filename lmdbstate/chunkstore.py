@@ -14,7 +14,9 @@ the digest of the payload, so reading a chunk checks it completely.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
 
 from . import chunking
 from .chunking import Chunked
@@ -51,6 +53,115 @@ def payload(txn: ReadTxn, digest: bytes) -> bytes:
     if chunking.digest_of(data) != digest:
         raise ChunkDamagedError(digest, "digest mismatch")
     return data
+
+
+class ChunkCache:
+    """Chunks a store read and checked, or wrote and committed, kept in memory by digest.
+
+    A chunk's key is the digest of its bytes, so a cached chunk is never stale: whatever
+    record names the digest names these bytes. Also keeps each list node's expanded element
+    digests. The least recently used go first once ``max_bytes`` is reached; 0 keeps nothing.
+    Reads from the cache skip the table and the hash: the bytes were checked when they came in.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[bytes, bytes | tuple[bytes, ...]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: bytes) -> bytes | tuple[bytes, ...] | None:
+        """What is kept under ``key``, or None.
+
+        A chunk's payload under its 16-byte digest, a list's element digests under ``b"L"`` and
+        its node's digest, the list packed under ``b"P"`` and the same.
+        """
+        with self._lock:
+            value = self._entries.get(key)
+            if value is not None:
+                self._entries.move_to_end(key)
+            return value
+
+    def put(self, key: bytes, value: bytes | tuple[bytes, ...]) -> None:
+        """Keep ``value`` under ``key`` (see ``get``)."""
+        size = _size(value)
+        if size > self.max_bytes:
+            return
+        with self._lock:
+            if key in self._entries:
+                return
+            self._entries[key] = value
+            self._bytes += size
+            while self._bytes > self.max_bytes:
+                _, dropped = self._entries.popitem(last=False)
+                self._bytes -= _size(dropped)
+
+    def keep(self, made: Chunked) -> None:
+        """Keep what a committed put wrote: each list, packed, and its element digests."""
+        for node in made.lists.values():
+            self.put(b"L" + node.digest, node.items)
+            self.put(b"P" + node.digest, made.packed[node.digest])
+
+    def clear(self) -> None:
+        """Drop everything (the store was restored from elsewhere, or closed)."""
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0
+
+
+def _size(value: bytes | tuple[bytes, ...]) -> int:
+    return 64 + (len(value) if type(value) is bytes else chunking.DIGEST_SIZE * len(value))
+
+
+class Reader:
+    """``chunking.ChunkSource`` over a read transaction, through a ``ChunkCache``."""
+
+    __slots__ = ("_cache", "_txn")
+
+    def __init__(self, txn: ReadTxn, cache: ChunkCache) -> None:
+        self._txn = txn
+        self._cache = cache
+
+    def payload(self, digest: bytes) -> bytes:
+        """A chunk's bytes, checked against ``digest`` unless the cache has them.
+
+        Raises:
+            ChunkDamagedError: the chunk is missing or damaged.
+        """
+        cached = self._cache.get(digest)
+        if type(cached) is bytes:
+            return cached
+        data = payload(self._txn, digest)
+        self._cache.put(digest, data)
+        return data
+
+    def items(self, node: bytes) -> Sequence[bytes]:
+        """Every element digest of the list whose node is ``node``.
+
+        Raises:
+            ChunkDamagedError: a node is missing or damaged.
+            CodecError: a node does not decode.
+        """
+        cached = self._cache.get(b"L" + node)
+        if type(cached) is tuple:
+            return cached
+        items = tuple(chunking.list_items(node, self.payload))
+        self._cache.put(b"L" + node, items)
+        return items
+
+    def packed_list(self, node: bytes) -> bytes:
+        """The list whose node is ``node``, packed: array header, then its elements' bytes.
+
+        Raises:
+            ChunkDamagedError: a chunk is missing or damaged.
+            CodecError: a node does not decode.
+        """
+        cached = self._cache.get(b"P" + node)
+        if type(cached) is bytes:
+            return cached
+        packed = chunking.pack_list(self.items(node), self.payload)
+        self._cache.put(b"P" + node, packed)
+        return packed
 
 
 def is_whole(digest: bytes, stored: bytes | memoryview) -> bool:

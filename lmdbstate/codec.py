@@ -31,7 +31,7 @@ EXT_DATETIME = 4
 EXT_DATE = 5
 EXT_UUID = 6
 EXT_DECIMAL = 7
-EXT_LIST_NODE = 16
+EXT_LIST_REF = 16
 """Record format 2 only: a list kept as chunks (``chunking.py``), named by its node's digest."""
 
 
@@ -124,7 +124,7 @@ def _to_extension(value: object) -> msgpack.ExtType:
         return msgpack.ExtType(EXT_DECIMAL, str(value).encode("ascii"))
     if kind is ListRef:
         assert isinstance(value, ListRef)
-        return msgpack.ExtType(EXT_LIST_NODE, value.digest)
+        return msgpack.ExtType(EXT_LIST_REF, value.digest)
     raise TypeError(f"unsupported type {kind.__module__}.{kind.__qualname__}")
 
 
@@ -155,7 +155,7 @@ _DECODERS: dict[int, Callable[[bytes], object]] = {
     EXT_DATE: lambda data: dt.date(*_unpack(data)),
     EXT_UUID: lambda data: uuid.UUID(bytes=bytes(data)),
     EXT_DECIMAL: lambda data: Decimal(bytes(data).decode("ascii")),
-    EXT_LIST_NODE: lambda data: ListRef(bytes(data)),
+    EXT_LIST_REF: lambda data: ListRef(bytes(data)),
 }
 
 

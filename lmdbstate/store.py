@@ -118,6 +118,8 @@ DEFAULT_LEASE_TTL = 60.0
 """Seconds a lease lasts unless its holder renews it."""
 _CHUNK = 256  # items read per read transaction by the iterators: short transactions
 _LARGEST = 5
+DEFAULT_CHUNK_CACHE = 32 << 20
+"""Bytes of chunks a store keeps in memory for reads (``CheckpointStore(chunk_cache=)``)."""
 _MIGRATE_BATCH = 64  # workflows whose upgraded states migrate_states writes per transaction
 
 
@@ -159,12 +161,14 @@ def _body_fields(
         raise IntegrityError(workflow_id_of(workflow_key), seq, exc.reason) from exc
 
 
-def _checkpoint(txn: ReadTxn, workflow_id: str, key: bytes, record: bytes) -> Checkpoint:
+def _checkpoint(
+    txn: ReadTxn, cache: chunkstore.ChunkCache, workflow_id: str, key: bytes, record: bytes
+) -> Checkpoint:
     created_ns, digest, body = records.check(key, record)
     fields = _body_fields(key, body, records.decode_body)
     record_format = records.record_format(record)
     if record_format == records.CHUNKED_FORMAT and "state" in fields:
-        fields["state"] = _joined(txn, workflow_id, key, fields["state"])
+        fields["state"] = _joined(chunkstore.Reader(txn, cache), workflow_id, key, fields["state"])
     try:
         return Checkpoint(
             workflow_id, seq_of(key), fields["state"], fields["step"], fields["schema"],
@@ -174,14 +178,14 @@ def _checkpoint(txn: ReadTxn, workflow_id: str, key: bytes, record: bytes) -> Ch
         raise IntegrityError(workflow_id, seq_of(key), f"body lacks {exc}") from exc
 
 
-def _joined(txn: ReadTxn, workflow_id: str, key: bytes, state: object) -> object:
+def _joined(reader: chunkstore.Reader, workflow_id: str, key: bytes, state: object) -> object:
     """A format-2 record's state with its chunked lists read back from the chunk tables.
 
     Raises:
         IntegrityError: a chunk is missing or damaged.
     """
     try:
-        return chunking.join(state, lambda digest: chunkstore.payload(txn, digest))
+        return chunking.join(state, reader)
     except (chunkstore.ChunkDamagedError, CodecError) as exc:
         raise IntegrityError(workflow_id, seq_of(key), f"its state's {exc}") from exc
 
@@ -215,25 +219,31 @@ def _info_chunk(
 
 
 def _read_latest(
-    txn: ReadTxn, workflow_id: str, workflow_key: bytes, skip_damaged: bool
+    txn: ReadTxn,
+    cache: chunkstore.ChunkCache,
+    workflow_id: str,
+    workflow_key: bytes,
+    skip_damaged: bool,
 ) -> Checkpoint | None:
     item = txn.last(CKPT, *workflow_bounds(workflow_key))
     if item is None:
         return None
     try:
-        return _checkpoint(txn, workflow_id, *item)
+        return _checkpoint(txn, cache, workflow_id, *item)
     except IntegrityError:
         if not skip_damaged:
             raise
-        return _newest_intact(txn, workflow_id, workflow_key)
+        return _newest_intact(txn, cache, workflow_id, workflow_key)
 
 
-def _newest_intact(txn: ReadTxn, workflow_id: str, workflow_key: bytes) -> Checkpoint:
+def _newest_intact(
+    txn: ReadTxn, cache: chunkstore.ChunkCache, workflow_id: str, workflow_key: bytes
+) -> Checkpoint:
     """Walk back from the newest checkpoint to the first one that verifies."""
     damaged: list[IntegrityError] = []
     for key, record in txn.scan(CKPT, *workflow_bounds(workflow_key), reverse=True, page=1):
         try:
-            found = _checkpoint(txn, workflow_id, key, record)
+            found = _checkpoint(txn, cache, workflow_id, key, record)
         except IntegrityError as exc:
             damaged.append(exc)
             continue
@@ -246,13 +256,15 @@ def _newest_intact(txn: ReadTxn, workflow_id: str, workflow_key: bytes) -> Check
     raise damaged[0]
 
 
-def _read_checkpoint(txn: ReadTxn, workflow_id: str, workflow_key: bytes, seq: int) -> Checkpoint:
+def _read_checkpoint(
+    txn: ReadTxn, cache: chunkstore.ChunkCache, workflow_id: str, workflow_key: bytes, seq: int
+) -> Checkpoint:
     key = checkpoint_key(workflow_key, seq)
     record = txn.get(CKPT, key)
     if record is None:
         required_entry(txn, workflow_key)
         raise CheckpointNotFoundError(workflow_id, seq)
-    return _checkpoint(txn, workflow_id, key, record)
+    return _checkpoint(txn, cache, workflow_id, key, record)
 
 
 # -- writing ----------------------------------------------------------------------------------
@@ -306,9 +318,8 @@ class _PendingPut:
         self.created_ns = time.time_ns()
 
     def _split(self, previous: Mapping[Any, chunking.ListNode]) -> None:
-        self.chunked = chunking.split(self.state, previous)
-        if self.chunked is not None:
-            self.body = records.encode_body(self.chunked.state, self.step, self.schema, self.meta)
+        self.chunked = chunking.split(self.inline_body, self.state, previous)
+        self.body = self.inline_body if self.chunked is None else self.chunked.body
 
     def _check_chunks(self, txn: ReadTxn) -> None:
         """Split flat again when a node the split extends was deleted since (before any write)."""
@@ -418,7 +429,7 @@ class Batch:
                 lists.forget(put.workflow_id)
             raise
         for put in pending:
-            lists.remember(put.workflow_id, put.chunked)  # the last of each workflow wins
+            self._store._remember(put.workflow_id, put.chunked)  # each workflow's last wins
         self._store._wrote(sum(info.size for info in self.checkpoints))
 
 
@@ -457,6 +468,10 @@ class CheckpointStore:
             at least 2 KiB) as content-addressed chunks, kept once however many checkpoints
             hold them (record format 2, docs/format.md); a list that grows by appending costs
             only its new items. False writes every state whole (record format 1).
+        chunk_cache: bytes of chunks this store keeps in memory once read (and checked) or
+            written, so that reading a chunked list does not fetch and hash every element
+            again; 0 keeps none. A chunk's key is the digest of its bytes: cached chunks are
+            never stale.
 
     Raises:
         ConfigError: a bad option.
@@ -478,6 +493,7 @@ class CheckpointStore:
         auto_migrate: bool = True,
         retention: RetentionPolicy | None = None,
         dedup: bool = True,
+        chunk_cache: int = DEFAULT_CHUNK_CACHE,
     ) -> None:
         if durability not in DURABILITIES:
             raise ConfigError(
@@ -498,6 +514,9 @@ class CheckpointStore:
             raise ConfigError(f"retention must be a RetentionPolicy or None, not {retention!r}")
         if type(dedup) is not bool:
             raise ConfigError(f"dedup must be a bool, not {dedup!r}")
+        if type(chunk_cache) is not int or chunk_cache < 0:
+            raise ConfigError(f"chunk_cache must be an int of bytes >= 0, not {chunk_cache!r}")
+        self._chunks = chunkstore.ChunkCache(chunk_cache)
         self._retention = retention
         self._durability: Durability = durability
         self._dedup = dedup
@@ -651,9 +670,15 @@ class CheckpointStore:
         except BaseException:
             self._lists.forget(workflow_id)
             raise
-        self._lists.remember(workflow_id, pending.chunked)
+        self._remember(workflow_id, pending.chunked)
         self._wrote(info.size)
         return info
+
+    def _remember(self, workflow_id: str, chunked: chunking.Chunked | None) -> None:
+        """After a commit: the lists the workflow's next put extends, and the chunks written."""
+        self._lists.remember(workflow_id, chunked)
+        if chunked is not None:
+            self._chunks.keep(chunked)
 
     def _pending_put(
         self,
@@ -731,7 +756,7 @@ class CheckpointStore:
             self._lists.forget(workflow_id)
             raise
         if result[1]:
-            self._lists.remember(workflow_id, pending.chunked)
+            self._remember(workflow_id, pending.chunked)
             self._wrote(result[0].size)
         return result
 
@@ -797,7 +822,9 @@ class CheckpointStore:
             MigrationError: ``migrate`` and the state cannot be upgraded.
         """
         workflow_key = encode_workflow_id(workflow_id)
-        found = self._backend.read(_read_latest, workflow_id, workflow_key, skip_damaged)
+        found = self._backend.read(
+            _read_latest, self._chunks, workflow_id, workflow_key, skip_damaged
+        )
         return self._migrated(found) if migrate and found is not None else found
 
     def get(self, workflow_id: str, seq: int, *, migrate: bool = False) -> Checkpoint:
@@ -815,7 +842,9 @@ class CheckpointStore:
             MigrationError: ``migrate`` and the state cannot be upgraded.
         """
         workflow_key = encode_workflow_id(workflow_id)
-        found = self._backend.read(_read_checkpoint, workflow_id, workflow_key, validate_seq(seq))
+        found = self._backend.read(
+            _read_checkpoint, self._chunks, workflow_id, workflow_key, validate_seq(seq)
+        )
         return self._migrated(found) if migrate else found
 
     def workflow_name(self, workflow_id: str) -> str:
@@ -1342,7 +1371,7 @@ def _holds(txn: ReadTxn, pending: _PendingPut, key: bytes, existing: bytes) -> b
     if not records.is_chunked(existing):
         return False
     try:
-        ckpt = _checkpoint(txn, pending.workflow_id, key, existing)
+        ckpt = _checkpoint(txn, chunkstore.ChunkCache(0), pending.workflow_id, key, existing)
         body = records.encode_body(ckpt.state, ckpt.step, ckpt.schema, ckpt.meta)
     except (IntegrityError, CodecError):
         return False

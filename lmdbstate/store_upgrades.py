@@ -49,21 +49,18 @@ def _split_workflow(txn: WriteTxn, workflow_key: bytes) -> int:
         try:
             created_ns, _, body = records.check(key, record)
             fields = records.decode_body(body)
-            state, step = fields["state"], fields["step"]
-            schema, meta = fields["schema"], fields["meta"]
-        except (IntegrityError, CodecError, KeyError):
+        except (IntegrityError, CodecError):
             previous = {}
             continue  # left as it is, for verify to report
-        chunked = chunking.split(state, previous) if len(body) >= chunking.INLINE_LIMIT else None
+        chunked = (
+            chunking.split(bytes(body), fields.get("state"), previous)
+            if len(body) >= chunking.INLINE_LIMIT
+            else None
+        )
         if chunked is None:
             previous = {}
             continue
-        rebuilt = records.build(
-            key,
-            records.encode_body(chunked.state, step, schema, meta),
-            created_ns,
-            chunked=True,
-        )
+        rebuilt = records.build(key, chunked.body, created_ns, chunked=True)
         txn.put(CKPT, key, rebuilt)
         chunkstore.acquire(txn, chunked.refs, chunked)
         grown += len(rebuilt) - len(record)

@@ -6,12 +6,14 @@ raw py-lmdb (a chunk or a count removed, a count changed, a stray chunk added).
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 import lmdb
 import pytest
+from typer.testing import CliRunner
 
 from lmdbstate import CheckpointStore, codec, export_jsonl, import_jsonl, recover
 from lmdbstate.chunking import decode_node, digest_of
@@ -20,6 +22,7 @@ from lmdbstate.keys import checkpoint_key, encode_workflow_id
 from lmdbstate.records import HEADER_SIZE, chunk_refs, is_chunked
 
 from .damage import flip_record, raw_delete, raw_env, raw_get, raw_items
+from .test_cli import invoke
 
 WORKFLOWS = ("chat-0", "chat-1", "chat-2")
 STEPS = 40
@@ -267,3 +270,38 @@ def test_exports_are_self_contained_and_import_anywhere_with_their_digests(
             assert store.verify(deep=True).ok
             formats = {store.get(w, s).record_format for w, s in written}
             assert formats == ({1, 2} if dedup else {1})
+
+
+# -- the CLI ----------------------------------------------------------------------------------
+
+
+def test_the_cli_shows_chunked_checkpoints_and_reports_and_repairs_counts(
+    grown: tuple[Path, dict[tuple[str, int], Any]], tmp_path: Path
+) -> None:
+    path, written = grown
+    cli = CliRunner(env={"COLUMNS": "120", "LMDBSTATE_PATH": None, "LMDBSTATE_DEBUG": None})
+    shown = json.loads(invoke(cli, "show", "chat-0", "--json", store=path).stdout)
+    assert shown["record_format"] == 2
+    assert shown["state"] == written["chat-0", STEPS]
+    assert "2 (lists in chunks)" in invoke(cli, "show", "chat-0", store=path).stdout
+
+    counts = raw_items(path, b"cref")
+    first = sorted(counts)[0]
+    env = raw_env(path)
+    with env.begin(write=True) as txn:
+        txn.put(first, (99).to_bytes(8, "big"), db=env.open_db(b"cref", txn=txn))
+    env.close()
+    result = invoke(cli, "verify", "--json", store=path)
+    assert result.exit_code == 3
+    report = json.loads(result.stdout)
+    assert report["ok"] is False
+    expected = int.from_bytes(counts[first], "big")
+    assert report["chunk_problems"] == [
+        f"chunk {first.hex()} has reference count 99; the references say {expected}"
+    ]
+    assert "1 chunk problems" in invoke(cli, "verify", store=path).stdout
+    repaired = invoke(cli, "repair", "--backup", str(tmp_path / "backup"), store=path)
+    assert repaired.exit_code == 0, repaired.output
+    assert "rewrote 1 chunk reference counts" in repaired.stdout
+    assert invoke(cli, "verify", store=path).exit_code == 0
+    assert raw_items(path, b"cref") == counts

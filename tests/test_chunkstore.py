@@ -12,6 +12,7 @@ from lmdbstate import chunking, chunkstore
 from lmdbstate.chunking import MIN_ITEMS, ListNode
 from lmdbstate.kv import CHUNK, CREF, ReadTxn, WriteTxn
 from lmdbstate.memory import MemoryBackend
+from lmdbstate.records import encode_body
 
 
 def recount(txn: ReadTxn, records: list[tuple[bytes, ...]]) -> Counter[bytes]:
@@ -41,7 +42,8 @@ class Workflow:
 
     def next_split(self) -> chunking.Chunked:
         self.messages.append(f"message {len(self.messages)}")
-        chunked = chunking.split({"messages": list(self.messages)}, self.previous)
+        state = {"messages": list(self.messages)}
+        chunked = chunking.split(encode_body(state, None, 1, {}), state, self.previous)
         assert chunked is not None
         self.previous = chunked.lists
         return chunked

@@ -424,6 +424,7 @@ def test_show_json_renders_every_state_type(runner: CliRunner, filled: Filled) -
     assert shown == {
         **info_json(newest),
         "digest_ok": True,
+        "record_format": 1,
         "meta": {"trigger": "step", "progress": [1, 4]},
         "state": RICH_STATE_JSON,
     }
@@ -440,6 +441,7 @@ def test_show_seq_json(runner: CliRunner, filled: Filled) -> None:
     assert json.loads(result.stdout) == {
         **info_json(first),
         "digest_ok": True,
+        "record_format": 1,
         "meta": {},
         "state": STATE_1,
     }

@@ -223,6 +223,7 @@ def checkpoint(ckpt: Checkpoint, *, as_json: bool) -> None:
     if as_json:
         data = _info_dict(ckpt.info)
         data["digest_ok"] = True
+        data["record_format"] = ckpt.record_format
         data["meta"] = to_jsonable(ckpt.meta)
         data["state"] = to_jsonable(ckpt.state)
         emit_json(data)
@@ -237,6 +238,7 @@ def checkpoint(ckpt: Checkpoint, *, as_json: bool) -> None:
         ("created", timestamp(ckpt.created_ns)),
         ("size", human_bytes(ckpt.size)),
         ("digest", f"{ckpt.digest:016x} ok"),
+        ("format", "2 (lists in chunks)" if ckpt.record_format == 2 else str(ckpt.record_format)),
     ]
     for name, value in rows:
         table.add_row(_label(name), value)
