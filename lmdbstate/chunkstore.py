@@ -7,9 +7,10 @@ Two tables, changed only inside the write transactions that add or remove refere
 - ``cref``: the same key; value, how many records and nodes reference the chunk (8 bytes,
   big-endian).
 
-Flags: bit 0, the payload is a list node (it references other chunks). A chunk whose count
-reaches 0 is deleted in the same transaction, and a node's references go with it. The key is
-the digest of the payload, so reading a chunk checks it completely.
+Flags: bit 0, the payload is a list node (it references other chunks); bit 1, the payload is
+compressed with zstd (the ``zstd`` extra; the key is the digest of the uncompressed bytes). A
+chunk whose count reaches 0 is deleted in the same transaction, and a node's references go with
+it. The key is the digest of the payload, so reading a chunk checks it completely.
 """
 
 from __future__ import annotations
@@ -17,16 +18,92 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from . import chunking
 from .chunking import Chunked
-from .errors import CodecError
+from .errors import CodecError, ConfigError, UnsupportedFormatError
 from .kv import CHUNK, CREF, ReadTxn, WriteTxn
 
 MAGIC = b"LC"
 VERSION = 1
 FLAG_NODE = 1
+FLAG_ZSTD = 2
+KNOWN_FLAGS = FLAG_NODE | FLAG_ZSTD
 HEADER_SIZE = 4
+COMPRESS_MIN = 64
+"""Element payloads shorter than this are never compressed: zstd's frame costs more."""
+ZSTD_LEVEL = 3
+COMPRESSIONS = (None, "zstd")
+ZSTD_HINT = "pip install 'lmdbstate[zstd]' (the zstandard package)"
+
+
+def _zstd() -> Any:
+    """The zstandard module.
+
+    Raises:
+        UnsupportedFormatError: it is not installed.
+    """
+    try:
+        import zstandard
+    except ImportError:
+        raise UnsupportedFormatError(
+            "this store holds chunks compressed with zstd, and the zstandard package is not "
+            "installed",
+            hint=ZSTD_HINT,
+        ) from None
+    return zstandard
+
+
+def check_compression(compression: object) -> None:
+    """Refuse an unknown compression, or zstd without the package that does it.
+
+    Raises:
+        ConfigError: either.
+    """
+    if compression not in COMPRESSIONS:
+        raise ConfigError(f"compression must be None or 'zstd', not {compression!r}")
+    if compression == "zstd":
+        try:
+            _zstd()
+        except UnsupportedFormatError:
+            raise ConfigError(
+                "compression='zstd' needs the zstandard package", hint=ZSTD_HINT
+            ) from None
+
+
+def _stored(data: bytes, flags: int, compress: bool) -> bytes:
+    """A chunk's table value: header and payload, compressed when that saves bytes."""
+    if compress and len(data) >= COMPRESS_MIN and not flags & FLAG_NODE:
+        packed: bytes = _zstd().ZstdCompressor(level=ZSTD_LEVEL).compress(data)
+        if len(packed) < len(data):
+            return MAGIC + bytes((VERSION, flags | FLAG_ZSTD)) + packed
+    return MAGIC + bytes((VERSION, flags)) + data
+
+
+def _payload_of(digest: bytes, stored: bytes | memoryview) -> bytes:
+    """The payload of a chunk's table value, decompressed, checked against ``digest``.
+
+    Raises:
+        ChunkDamagedError: a malformed header, a frame that does not decompress, or bytes that
+            fail the digest.
+        UnsupportedFormatError: the chunk is compressed and zstandard is not installed.
+    """
+    if len(stored) < HEADER_SIZE or stored[:2] != MAGIC or stored[2] != VERSION:
+        raise ChunkDamagedError(digest, "not a chunk (bad header)")
+    flags = stored[3]
+    if flags & ~KNOWN_FLAGS:
+        raise ChunkDamagedError(digest, f"unknown flags {flags:#04x}")
+    data = bytes(stored[HEADER_SIZE:])
+    if flags & FLAG_ZSTD:
+        zstandard = _zstd()
+        try:
+            data = zstandard.ZstdDecompressor().decompress(data)
+        except zstandard.ZstdError as exc:
+            raise ChunkDamagedError(digest, f"does not decompress: {exc}") from exc
+    if chunking.digest_of(data) != digest:
+        raise ChunkDamagedError(digest, "digest mismatch")
+    return data
 
 
 class ChunkDamagedError(Exception):
@@ -43,16 +120,12 @@ def payload(txn: ReadTxn, digest: bytes) -> bytes:
 
     Raises:
         ChunkDamagedError: the chunk is missing, malformed, or its bytes fail the digest.
+        UnsupportedFormatError: the chunk is compressed and zstandard is not installed.
     """
     stored = txn.get(CHUNK, digest)
     if stored is None:
         raise ChunkDamagedError(digest, "missing")
-    if len(stored) < HEADER_SIZE or stored[:2] != MAGIC or stored[2] != VERSION:
-        raise ChunkDamagedError(digest, "not a chunk (bad header)")
-    data = bytes(stored[HEADER_SIZE:])
-    if chunking.digest_of(data) != digest:
-        raise ChunkDamagedError(digest, "digest mismatch")
-    return data
+    return _payload_of(digest, stored)
 
 
 class ChunkCache:
@@ -165,14 +238,18 @@ class Reader:
 
 
 def is_whole(digest: bytes, stored: bytes | memoryview) -> bool:
-    """Whether ``stored`` is a chunk value whose payload matches the key ``digest``."""
-    return (
-        len(digest) == chunking.DIGEST_SIZE
-        and len(stored) >= HEADER_SIZE
-        and stored[:2] == MAGIC
-        and stored[2] == VERSION
-        and chunking.digest_of(bytes(stored[HEADER_SIZE:])) == digest
-    )
+    """Whether ``stored`` is a chunk value whose payload matches the key ``digest``.
+
+    Raises:
+        UnsupportedFormatError: it is compressed and zstandard is not installed.
+    """
+    if len(digest) != chunking.DIGEST_SIZE:
+        return False
+    try:
+        _payload_of(digest, stored)
+    except ChunkDamagedError:
+        return False
+    return True
 
 
 def count(txn: ReadTxn, digest: bytes) -> int:
@@ -181,10 +258,11 @@ def count(txn: ReadTxn, digest: bytes) -> int:
     return 0 if raw is None else int.from_bytes(raw, "big")
 
 
-def acquire(txn: WriteTxn, refs: Iterable[bytes], made: Chunked) -> int:
+def acquire(txn: WriteTxn, refs: Iterable[bytes], made: Chunked, *, compress: bool = False) -> int:
     """Add one reference to each chunk of ``refs``, storing those not stored yet from ``made``.
 
-    A node stored now references its own chunks in turn. Returns the bytes stored.
+    A node stored now references its own chunks in turn. Returns the bytes stored. With
+    ``compress``, element chunks stored now are compressed with zstd when that saves bytes.
 
     Raises:
         KeyError: a chunk to store is not in ``made`` (a node it extends was deleted since the
@@ -198,9 +276,9 @@ def acquire(txn: WriteTxn, refs: Iterable[bytes], made: Chunked) -> int:
         if held == 0:
             data = made.chunks[digest]
             links = made.links.get(digest)
-            flags = FLAG_NODE if links is not None else 0
-            txn.put(CHUNK, digest, MAGIC + bytes((VERSION, flags)) + data)
-            written += HEADER_SIZE + len(data)
+            value = _stored(data, FLAG_NODE if links is not None else 0, compress)
+            txn.put(CHUNK, digest, value)
+            written += len(value)
             pending.extend(links or ())
         txn.put(CREF, digest, (held + 1).to_bytes(8, "big"))
     return written

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,8 @@ from typer.testing import CliRunner
 
 from lmdbstate import CheckpointStore, codec, export_jsonl, import_jsonl, recover
 from lmdbstate.chunking import decode_node, digest_of
-from lmdbstate.chunkstore import FLAG_NODE, MAGIC, VERSION
+from lmdbstate.chunkstore import FLAG_NODE, FLAG_ZSTD, MAGIC, VERSION
+from lmdbstate.errors import ConfigError, UnsupportedFormatError
 from lmdbstate.keys import checkpoint_key, encode_workflow_id
 from lmdbstate.records import HEADER_SIZE, chunk_refs, is_chunked
 
@@ -305,3 +307,58 @@ def test_the_cli_shows_chunked_checkpoints_and_reports_and_repairs_counts(
     assert "rewrote 1 chunk reference counts" in repaired.stdout
     assert invoke(cli, "verify", store=path).exit_code == 0
     assert raw_items(path, b"cref") == counts
+
+
+# -- zstd -------------------------------------------------------------------------------------
+
+
+def test_zstd_chunks_are_flagged_smaller_and_read_back(tmp_path: Path) -> None:
+    sizes = {}
+    for compression in (None, "zstd"):
+        path = tmp_path / str(compression)
+        with CheckpointStore(path, compression=compression) as store:
+            written = grow(store)
+        with CheckpointStore(path, chunk_cache=0) as store:  # every chunk from the table
+            assert store.verify(deep=True).ok
+            for (workflow_id, seq), state in written.items():
+                assert store.get(workflow_id, seq).state == state
+        chunks = raw_items(path, b"chunk")
+        flagged = [value for value in chunks.values() if value[3] & FLAG_ZSTD]
+        assert (len(flagged) == STEPS * len(WORKFLOWS)) is (compression == "zstd")
+        assert not any(value[3] & FLAG_NODE for value in flagged)  # nodes are digests
+        sizes[compression] = sum(map(len, chunks.values()))
+        report = recover(path, tmp_path / f"recovered-{compression}")
+        assert report.recovered == len(written)
+        assert report.damaged == ()
+    assert sizes["zstd"] < sizes[None] * 0.6  # the messages repeat their words
+
+
+def test_zstd_chunks_without_zstandard_are_a_typed_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "store"
+    with CheckpointStore(path, compression="zstd") as store:
+        grow(store, steps=12)
+    monkeypatch.setitem(sys.modules, "zstandard", None)  # import zstandard now fails
+    with pytest.raises(ConfigError, match="zstandard") as refused:
+        CheckpointStore(path, compression="zstd")
+    assert "lmdbstate[zstd]" in refused.value.hint
+    with CheckpointStore(path, readonly=True) as store:
+        with pytest.raises(UnsupportedFormatError, match="compressed with zstd") as caught:
+            store.latest("chat-0")
+        assert "lmdbstate[zstd]" in caught.value.hint
+        assert store.get("chat-0", 1).state["turn"] == 0  # small states are stored whole
+
+
+def test_a_flipped_byte_in_a_zstd_chunk_is_damage(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    with CheckpointStore(path, compression="zstd") as store:
+        grow(store, steps=30)
+    damaged_message = message("chat-2", 25)
+    stored = raw_get(path, b"chunk", digest_of(codec.encode(damaged_message)))
+    assert stored is not None
+    assert stored[3] & FLAG_ZSTD
+    flip_record(path, stored, len(stored) // 2)
+    with CheckpointStore(path, chunk_cache=0) as store:
+        report = store.verify()
+        assert damaged_pairs(report) == {("chat-2", seq) for seq in range(26, 31)}
