@@ -16,7 +16,15 @@ import lmdb
 import pytest
 from typer.testing import CliRunner
 
-from lmdbstate import CheckpointStore, codec, export_jsonl, import_jsonl, recover
+from lmdbstate import (
+    CheckpointStore,
+    RetentionPolicy,
+    codec,
+    copy_store,
+    export_jsonl,
+    import_jsonl,
+    recover,
+)
 from lmdbstate.chunking import decode_node, digest_of
 from lmdbstate.chunkstore import FLAG_NODE, FLAG_ZSTD, MAGIC, VERSION
 from lmdbstate.errors import ConfigError, UnsupportedFormatError
@@ -362,3 +370,21 @@ def test_a_flipped_byte_in_a_zstd_chunk_is_damage(tmp_path: Path) -> None:
     with CheckpointStore(path, chunk_cache=0) as store:
         report = store.verify()
         assert damaged_pairs(report) == {("chat-2", seq) for seq in range(26, 31)}
+
+
+def test_compaction_and_copies_keep_chunks_and_counts(
+    grown: tuple[Path, dict[tuple[str, int], Any]], tmp_path: Path
+) -> None:
+    path, written = grown
+    with CheckpointStore(path) as store:
+        store.gc(RetentionPolicy(keep_last=5))  # frees most chunks' references, some chunks
+        kept = {pair: state for pair, state in written.items() if pair[1] > STEPS - 5}
+        store.compact()
+        assert store.verify(deep=True).ok
+    copy_store(path, tmp_path / "copy")
+    for where in (path, tmp_path / "copy"):
+        with CheckpointStore(where, chunk_cache=0) as store:
+            assert store.verify(deep=True).ok
+            for (workflow_id, seq), state in kept.items():
+                assert store.get(workflow_id, seq).state == state
+    assert raw_items(tmp_path / "copy", b"chunk") == raw_items(path, b"chunk")
