@@ -38,6 +38,7 @@ from lmdbstate import CheckpointStore
 
 from .machine import describe, versions
 from .states import SIZES, State, make_states, packed_size
+from .timing import rate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.pgserver import PostgresServer, find_binaries  # noqa: E402  (the tests' server)
@@ -132,14 +133,6 @@ class Sqlite:
             conn.close()
 
 
-def _rate(run: Callable[[float], int], seconds: float) -> float:
-    """``run(deadline)`` returns the operations done by then; their rate after a short warm-up."""
-    run(time.perf_counter() + min(0.2, seconds / 5))
-    started = time.perf_counter()
-    done = run(started + seconds)
-    return done / (time.perf_counter() - started)
-
-
 def _puts(store: Store, states: list[State], writers: int, tag: str) -> Callable[[float], int]:
     def run(deadline: float) -> int:
         counts = [0] * writers
@@ -207,13 +200,13 @@ def measure_size(
             for name in BACKENDS:
                 for writers in (1, WRITERS):
                     with _opened(name, root, server, writers) as store:
-                        rate = _rate(_puts(store, states, writers, "w"), seconds)
-                    samples[name][f"put x{writers}"].append(rate)
+                        puts = rate(_puts(store, states, writers, "w"), seconds, warm_up=0.2)
+                    samples[name][f"put x{writers}"].append(puts)
                 reader = readers[name]
-                latest = _rate(_reads(lambda r=reader: r.latest("head")), seconds)
+                latest = rate(_reads(lambda r=reader: r.latest("head")), seconds, warm_up=0.2)
                 samples[name]["latest"].append(latest)
                 scan = _reads(lambda r=reader: r.scan("deep"), per_call=HISTORY_DEPTH)
-                samples[name]["history scan"].append(_rate(scan, seconds))
+                samples[name]["history scan"].append(rate(scan, seconds, warm_up=0.2))
     print(f"  {label}: mean state {packed_size(states):,} bytes", file=sys.stderr)
     return {
         name: {column: statistics.median(values) for column, values in columns.items()}

@@ -34,6 +34,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from lmdbstate.langgraph import LmdbSaver
 
 from .machine import describe
+from .timing import rate
 
 MAX_MESSAGES = 40
 THREADS = 16
@@ -75,14 +76,6 @@ class _Thread:
         self.config = stored
 
 
-def _rate(run: Callable[[float], int], seconds: float) -> float:
-    """``run(deadline)`` returns the operations it did by then; their rate, after a warm-up."""
-    run(time.perf_counter() + min(0.3, seconds / 5))
-    started = time.perf_counter()
-    ops = run(started + seconds)
-    return ops / (time.perf_counter() - started)
-
-
 def put_threads(saver: Saver, writers: int, seconds: float, tag: str) -> float:
     """Puts per second from ``writers`` OS threads, each its own graph thread."""
 
@@ -102,7 +95,7 @@ def put_threads(saver: Saver, writers: int, seconds: float, tag: str) -> float:
             worker.join()
         return sum(counts)
 
-    return _rate(run, seconds)
+    return rate(run, seconds, warm_up=0.3)
 
 
 def aput_tasks(make: Callable[[], Any], writers: int, seconds: float, tag: str) -> float:
@@ -150,7 +143,7 @@ def reads(saver: Saver, seconds: float, tag: str) -> tuple[float, float]:
             count += 1
         return count
 
-    return _rate(get, seconds), _rate(listing, seconds)
+    return rate(get, seconds, warm_up=0.3), rate(listing, seconds, warm_up=0.3)
 
 
 # -- the savers -------------------------------------------------------------------------------

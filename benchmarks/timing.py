@@ -207,6 +207,17 @@ def measure(
     return samples
 
 
+def rate(run: Callable[[float], int], seconds: float, *, warm_up: float) -> float:
+    """Operations per second of ``run(deadline)``, which returns how many it did by then.
+
+    An untimed run of up to ``warm_up`` seconds (and a fifth of ``seconds``) comes first.
+    """
+    run(time.perf_counter() + min(warm_up, seconds / 5))
+    started = time.perf_counter()
+    done = run(started + seconds)
+    return done / (time.perf_counter() - started)
+
+
 def percentile(sorted_values: Sequence[int], fraction: float) -> int:
     """The value below which ``fraction`` of ``sorted_values`` lie (nearest rank)."""
     rank = max(1, math.ceil(fraction * len(sorted_values)))
