@@ -2,9 +2,9 @@
 
 - ``ChunkReader`` tells whether a record's chunks are all present and whole, remembering what
   it found, so that a chunk many records share is read and hashed once per check.
-- ``recount`` counts every reference the records and the reachable list nodes hold: what the
-  ``cref`` table must say. ``count_problems`` compares the two; ``rebuild_counts`` makes the
-  tables agree with the recount, deleting chunks nothing reaches.
+- ``recount`` counts every reference the records and the reachable list nodes hold: what each
+  chunk's reference count must say. ``count_problems`` compares the two; ``rebuild_counts``
+  makes the counts agree with the recount, deleting chunks nothing reaches.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from . import chunking, chunkstore, records
 from .chunkstore import ChunkDamagedError
 from .errors import CodecError, IntegrityError
-from .kv import CHUNK, CKPT, CREF, ReadTxn, WriteTxn
+from .kv import CHUNK, CKPT, ReadTxn, WriteTxn
 
 
 def _short(digest: bytes) -> str:
@@ -131,58 +131,42 @@ def recount(txn: ReadTxn) -> Recount:
 
 
 def count_problems(txn: ReadTxn) -> tuple[int, list[str]]:
-    """The chunks stored, and where the chunk tables disagree with a recount of the references.
+    """The chunks stored, and where their reference counts disagree with a recount.
 
-    Run in one read transaction: the recount and the tables are then of one snapshot.
+    Run in one read transaction: the recount and the counts are then of one snapshot.
     """
     counts = recount(txn).counts
     problems: list[str] = []
     stored = 0
     for digest, value in txn.scan(CHUNK, b""):
         stored += 1
-        if digest not in counts:
-            problems.append(f"chunk {_short(digest)} is stored but nothing references it")
-        elif len(value) < chunkstore.HEADER_SIZE or value[:2] != chunkstore.MAGIC:
+        if len(value) < chunkstore.HEADER_SIZE or value[:2] != chunkstore.MAGIC:
             problems.append(f"chunk {_short(digest)} has a damaged header")
-    for digest, raw in txn.scan(CREF, b""):
-        held = int.from_bytes(raw, "big")
-        expected = counts.get(digest, 0)
-        if expected == 0 and txn.get(CHUNK, digest) is not None:
-            continue  # reported above as referenced by nothing
-        if held != expected:
+            continue
+        held, expected = chunkstore.refs_of(value), counts.get(digest, 0)
+        if expected == 0:
+            problems.append(f"chunk {_short(digest)} is stored but nothing references it")
+        elif held != expected:
             problems.append(
                 f"chunk {_short(digest)} has reference count {held}; the references say {expected}"
-            )
-    for digest, expected in counts.items():
-        if txn.get(CREF, digest) is None:
-            problems.append(
-                f"chunk {_short(digest)} has no reference count; the references say {expected}"
             )
     return stored, problems
 
 
 def rebuild_counts(txn: WriteTxn) -> tuple[int, int]:
-    """Make ``cref`` equal a recount, and delete the chunks nothing reaches.
+    """Make every chunk's reference count equal a recount; delete the chunks nothing reaches.
 
     Returns (counts rewritten, chunks deleted). Records whose chunks are damaged must be gone
     first (``integrity.repair`` deletes them): their references would keep damaged chunks.
     """
     counts = recount(txn).counts
     rewritten = deleted = 0
-    stored = set()
-    for digest in [digest for digest, _ in txn.scan(CHUNK, b"")]:
-        if digest in counts:
-            stored.add(digest)
-        else:
+    for digest, value in [(digest, bytes(value)) for digest, value in txn.scan(CHUNK, b"")]:
+        expected = counts.get(digest, 0)
+        if expected == 0:
             txn.delete(CHUNK, digest)
             deleted += 1
-    for digest in [digest for digest, _ in txn.scan(CREF, b"")]:
-        if digest not in stored:
-            txn.delete(CREF, digest)
-            rewritten += 1
-    for digest in stored:
-        encoded = counts[digest].to_bytes(8, "big")
-        if txn.get(CREF, digest) != encoded:
-            txn.put(CREF, digest, encoded)
+        elif len(value) >= chunkstore.HEADER_SIZE and chunkstore.refs_of(value) != expected:
+            txn.put(CHUNK, digest, chunkstore.with_refs(value, expected))
             rewritten += 1
     return rewritten, deleted

@@ -1,11 +1,8 @@
-"""Record format 2's chunk tables: chunks kept once, with reference counts (see chunking.py).
+"""Record format 2's chunk table: chunks kept once, with reference counts (see chunking.py).
 
-Two tables, changed only inside the write transactions that add or remove references:
-
-- ``chunk``: key, the chunk's xxh3-128 (16 bytes); value, ``b"LC"``, a version byte (1), a
-  flags byte and the payload;
-- ``cref``: the same key; value, how many records and nodes reference the chunk (8 bytes,
-  big-endian).
+The ``chunk`` table, changed only inside the write transactions that add or remove references:
+key, the chunk's xxh3-128 (16 bytes); value, ``b"LC"``, a version byte (1), a flags byte, how
+many records and nodes reference the chunk (4 bytes, big-endian), then the payload.
 
 Flags: bit 0, the payload is a list node (it references other chunks); bit 1, the payload is
 compressed with zstd (the ``zstd`` extra; the key is the digest of the uncompressed bytes). A
@@ -22,15 +19,16 @@ from typing import Any
 
 from . import chunking
 from .chunking import Chunked
-from .errors import CodecError, ConfigError, UnsupportedFormatError
-from .kv import CHUNK, CREF, ReadTxn, WriteTxn
+from .errors import CodecError, ConfigError, StoreError, UnsupportedFormatError
+from .kv import CHUNK, ReadTxn, WriteTxn
 
 MAGIC = b"LC"
 VERSION = 1
 FLAG_NODE = 1
 FLAG_ZSTD = 2
 KNOWN_FLAGS = FLAG_NODE | FLAG_ZSTD
-HEADER_SIZE = 4
+HEADER_SIZE = 8
+MAX_REFS = (1 << 32) - 1
 COMPRESS_MIN = 64
 """Element payloads shorter than this are never compressed: zstd's frame costs more."""
 ZSTD_LEVEL = 3
@@ -73,12 +71,28 @@ def check_compression(compression: object) -> None:
 
 
 def _stored(data: bytes, flags: int, compress: bool) -> bytes:
-    """A chunk's table value: header and payload, compressed when that saves bytes."""
+    """A new chunk's table value, one reference: header and payload, compressed when smaller."""
     if compress and len(data) >= COMPRESS_MIN and not flags & FLAG_NODE:
         packed: bytes = _zstd().ZstdCompressor(level=ZSTD_LEVEL).compress(data)
         if len(packed) < len(data):
-            return MAGIC + bytes((VERSION, flags | FLAG_ZSTD)) + packed
-    return MAGIC + bytes((VERSION, flags)) + data
+            data, flags = packed, flags | FLAG_ZSTD
+    return b"".join((MAGIC, bytes((VERSION, flags)), (1).to_bytes(4, "big"), data))
+
+
+def refs_of(stored: bytes | memoryview) -> int:
+    """The reference count in a chunk's table value."""
+    return int.from_bytes(stored[4:HEADER_SIZE], "big")
+
+
+def with_refs(stored: bytes | memoryview, refs: int) -> bytes:
+    """A chunk's table value with its reference count set to ``refs``.
+
+    Raises:
+        StoreError: more references than the count holds.
+    """
+    if refs > MAX_REFS:
+        raise StoreError(f"a chunk would be referenced more than {MAX_REFS} times")
+    return b"".join((stored[:4], refs.to_bytes(4, "big"), stored[HEADER_SIZE:]))
 
 
 def _payload_of(digest: bytes, stored: bytes | memoryview) -> bytes:
@@ -254,8 +268,8 @@ def is_whole(digest: bytes, stored: bytes | memoryview) -> bool:
 
 def count(txn: ReadTxn, digest: bytes) -> int:
     """How many references the chunk has (0: it is not stored)."""
-    raw = txn.get(CREF, digest)
-    return 0 if raw is None else int.from_bytes(raw, "big")
+    stored = txn.get(CHUNK, digest)
+    return 0 if stored is None else refs_of(stored)
 
 
 def acquire(txn: WriteTxn, refs: Iterable[bytes], made: Chunked, *, compress: bool = False) -> int:
@@ -272,15 +286,15 @@ def acquire(txn: WriteTxn, refs: Iterable[bytes], made: Chunked, *, compress: bo
     pending = list(refs)
     while pending:
         digest = pending.pop()
-        held = count(txn, digest)
-        if held == 0:
-            data = made.chunks[digest]
-            links = made.links.get(digest)
-            value = _stored(data, FLAG_NODE if links is not None else 0, compress)
-            txn.put(CHUNK, digest, value)
-            written += len(value)
-            pending.extend(links or ())
-        txn.put(CREF, digest, (held + 1).to_bytes(8, "big"))
+        stored = txn.get(CHUNK, digest)
+        if stored is not None:
+            txn.put(CHUNK, digest, with_refs(stored, refs_of(stored) + 1))
+            continue
+        links = made.links.get(digest)
+        value = _stored(made.chunks[digest], FLAG_NODE if links is not None else 0, compress)
+        txn.put(CHUNK, digest, value)
+        written += len(value)
+        pending.extend(links or ())
     return written
 
 
@@ -293,14 +307,13 @@ def release(txn: WriteTxn, refs: Iterable[bytes]) -> int:
     pending = list(refs)
     while pending:
         digest = pending.pop()
-        held = count(txn, digest)
-        if held > 1:
-            txn.put(CREF, digest, (held - 1).to_bytes(8, "big"))
-            continue
         stored = txn.get(CHUNK, digest)
-        txn.delete(CREF, digest)
         if stored is None:
             continue  # already gone (a damaged store): nothing to drop
+        held = refs_of(stored)
+        if held > 1:
+            txn.put(CHUNK, digest, with_refs(stored, held - 1))
+            continue
         txn.delete(CHUNK, digest)
         deleted += 1
         if len(stored) >= HEADER_SIZE and stored[3] & FLAG_NODE:

@@ -24,8 +24,7 @@ CKPT = "ckpt"
 WF = "wf"
 AGE = "age"
 CHUNK = "chunk"
-CREF = "cref"
-TABLES = (META, CKPT, WF, AGE, CHUNK, CREF)
+TABLES = (META, CKPT, WF, AGE, CHUNK)
 
 
 class ReadTxn(Protocol):

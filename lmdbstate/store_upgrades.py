@@ -1,6 +1,6 @@
 """The store-format upgrades lmdbstate ships, registered with ``migrations.store_migration``.
 
-Format 1 -> 2 (record format 2, docs/format.md): the ``chunk`` and ``cref`` tables appear
+Format 1 -> 2 (record format 2, docs/format.md): the ``chunk`` table appears
 (``upgrade_store`` creates them before the step runs), and each workflow's records are rewritten
 oldest first as ``put`` would write them now, so that a list one record extends from the one
 before becomes a node naming the earlier node and only the new elements. A record keeps its
@@ -23,7 +23,7 @@ from .migrations import store_migration
 
 @store_migration(from_version=1)
 def split_long_lists(txn: WriteTxn) -> None:
-    """Format 1 to 2: chunk tables; the long lists of stored states kept once, as chunks."""
+    """Format 1 to 2: a chunk table; the long lists of stored states kept once, as chunks."""
     workflow_keys = [key for key, _ in txn.scan(WF, b"")]
     for workflow_key in workflow_keys:
         raw = txn.get(WF, workflow_key)

@@ -26,7 +26,7 @@ from lmdbstate import (
     recover,
 )
 from lmdbstate.chunking import decode_node, digest_of
-from lmdbstate.chunkstore import FLAG_NODE, FLAG_ZSTD, MAGIC, VERSION
+from lmdbstate.chunkstore import FLAG_NODE, FLAG_ZSTD, MAGIC, VERSION, refs_of, with_refs
 from lmdbstate.errors import ConfigError, UnsupportedFormatError
 from lmdbstate.keys import checkpoint_key, encode_workflow_id
 from lmdbstate.records import HEADER_SIZE, chunk_refs, is_chunked
@@ -141,7 +141,7 @@ def test_a_missing_node_damages_the_checkpoints_whose_lists_reach_it(
     assert newest is not None
     assert is_chunked(newest)
     (node,) = chunk_refs(newest[HEADER_SIZE:])
-    previous, items = decode_node((raw_get(path, b"chunk", node) or b"")[4:])
+    previous, items = decode_node((raw_get(path, b"chunk", node) or b"")[8:])
     assert previous is not None
     assert len(items) == 1
     raw_delete(path, b"chunk", node)  # no later checkpoint extends the newest one's node
@@ -166,32 +166,38 @@ def test_wrong_counts_and_stray_chunks_are_found_and_rebuilt(
     grown: tuple[Path, dict[tuple[str, int], Any]], tmp_path: Path
 ) -> None:
     path, written = grown
-    counts = raw_items(path, b"cref")
-    first, second = sorted(counts)[:2]
+    chunks = raw_items(path, b"chunk")
+    first, second = sorted(chunks)[:2]
     stray = codec.encode("nobody refers to me")
     env = raw_env(path)
     with env.begin(write=True) as txn:
-        cref, chunk = env.open_db(b"cref", txn=txn), env.open_db(b"chunk", txn=txn)
-        txn.put(first, (int.from_bytes(counts[first], "big") + 1).to_bytes(8, "big"), db=cref)
-        txn.delete(second, db=cref)
-        txn.put(digest_of(stray), MAGIC + bytes((VERSION, 0)) + stray, db=chunk)
-        txn.put(digest_of(stray), (1).to_bytes(8, "big"), db=cref)
+        chunk = env.open_db(b"chunk", txn=txn)
+        txn.put(first, with_refs(chunks[first], refs_of(chunks[first]) + 1), db=chunk)
+        txn.put(second, with_refs(chunks[second], 0), db=chunk)
+        txn.put(
+            digest_of(stray), MAGIC + bytes((VERSION, 0)) + bytes((0, 0, 0, 1)) + stray, db=chunk
+        )
     env.close()
     with CheckpointStore(path) as store:
         report = store.verify()
         assert not report.ok
         assert report.damaged == ()
-        problems = "\n".join(report.chunk_problems)
-        assert f"chunk {first.hex()} has reference count" in problems
-        assert f"chunk {second.hex()} has no reference count" in problems
-        assert f"chunk {digest_of(stray).hex()} is stored but nothing references it" in problems
+        assert sorted(report.chunk_problems) == sorted(
+            [
+                f"chunk {first.hex()} has reference count {refs_of(chunks[first]) + 1}; "
+                f"the references say {refs_of(chunks[first])}",
+                f"chunk {second.hex()} has reference count 0; "
+                f"the references say {refs_of(chunks[second])}",
+                f"chunk {digest_of(stray).hex()} is stored but nothing references it",
+            ]
+        )
         repaired = store.repair(backup_dir=tmp_path / "backup")
-        assert repaired.chunk_counts_fixed == 3  # first's, second's, and the stray's dropped
+        assert repaired.chunk_counts_fixed == 2
         assert repaired.chunks_removed == 1
         assert store.verify().ok
         for (workflow_id, seq), state in written.items():
             assert store.get(workflow_id, seq).state == state
-    assert raw_items(path, b"cref") == counts
+    assert raw_items(path, b"chunk") == chunks
 
 
 def test_a_node_flag_on_every_node_and_none_on_elements(
@@ -218,8 +224,7 @@ def make_format1(path: Path) -> None:
     env = lmdb.open(str(path), max_dbs=8)
     with env.begin(write=True) as txn:
         assert txn.stat(env.open_db(b"chunk", txn=txn))["entries"] == 0
-        for name in (b"chunk", b"cref"):
-            txn.drop(env.open_db(name, txn=txn), delete=True)
+        txn.drop(env.open_db(b"chunk", txn=txn), delete=True)
         txn.put(b"format", codec.encode(1), db=env.open_db(b"meta", txn=txn))
     env.close()
 
@@ -295,17 +300,17 @@ def test_the_cli_shows_chunked_checkpoints_and_reports_and_repairs_counts(
     assert shown["state"] == written["chat-0", STEPS]
     assert "2 (lists in chunks)" in invoke(cli, "show", "chat-0", store=path).stdout
 
-    counts = raw_items(path, b"cref")
-    first = sorted(counts)[0]
+    chunks = raw_items(path, b"chunk")
+    first = sorted(chunks)[0]
     env = raw_env(path)
     with env.begin(write=True) as txn:
-        txn.put(first, (99).to_bytes(8, "big"), db=env.open_db(b"cref", txn=txn))
+        txn.put(first, with_refs(chunks[first], 99), db=env.open_db(b"chunk", txn=txn))
     env.close()
     result = invoke(cli, "verify", "--json", store=path)
     assert result.exit_code == 3
     report = json.loads(result.stdout)
     assert report["ok"] is False
-    expected = int.from_bytes(counts[first], "big")
+    expected = refs_of(chunks[first])
     assert report["chunk_problems"] == [
         f"chunk {first.hex()} has reference count 99; the references say {expected}"
     ]
@@ -314,7 +319,7 @@ def test_the_cli_shows_chunked_checkpoints_and_reports_and_repairs_counts(
     assert repaired.exit_code == 0, repaired.output
     assert "rewrote 1 chunk reference counts" in repaired.stdout
     assert invoke(cli, "verify", store=path).exit_code == 0
-    assert raw_items(path, b"cref") == counts
+    assert raw_items(path, b"chunk") == chunks
 
 
 # -- zstd -------------------------------------------------------------------------------------

@@ -61,6 +61,8 @@ def test_chunk_constants_match() -> None:
     assert rows["version"][3] == str(chunkstore.VERSION)
     assert rows["flags"][3].startswith(f"bit {chunkstore.FLAG_NODE.bit_length() - 1}: ")
     assert int(rows["payload"][1]) == chunkstore.HEADER_SIZE
+    assert (int(rows["refs"][1]), int(rows["refs"][2])) == (4, 4)
+    assert 2 ** (8 * int(rows["refs"][2])) - 1 == chunkstore.MAX_REFS
     assert f"at least {chunking.INLINE_LIMIT // 1024} KiB (`chunking.INLINE_LIMIT`)" in text
     assert f"at least {chunking.MIN_ITEMS} items (`chunking.MIN_ITEMS`)" in text
     assert f"every {chunking.FLAT_EVERY}th node of a chain (`chunking.FLAT_EVERY`)" in text

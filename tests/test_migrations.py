@@ -98,16 +98,16 @@ def backups_beside(path: Path) -> list[Path]:
 def assert_still_format0(before: dict[str, dict[bytes, bytes]], path: Path) -> None:
     """The store holds exactly what the format-0 writer wrote.
 
-    A writable open creates the tables format 2 has (an empty ``age``, ``chunk`` and ``cref``)
-    before it looks at the format: that alone is allowed.
+    A writable open creates the tables format 2 has (an empty ``age`` and ``chunk``) before it
+    looks at the format: that alone is allowed.
     """
     after = dump(path)
     assert meta_value(after, FORMAT) == 0
     for table in ("meta", "ckpt", "wf"):
         assert after[table] == before[table], f"table {table} changed"
-    for table in ("age", "chunk", "cref"):
+    for table in ("age", "chunk"):
         assert after.get(table, {}) == {}
-    assert set(after) <= {"meta", "ckpt", "wf", "age", "chunk", "cref"}
+    assert set(after) <= {"meta", "ckpt", "wf", "age", "chunk"}
 
 
 def assert_content(store: CheckpointStore, workflows: list[Workflow0]) -> None:
