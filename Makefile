@@ -53,12 +53,14 @@ tests: $(STAMP_DEV) postgres-binaries
 test: lint tests
 
 # Writes docs/benchmarks.md, docs/benchmarks.png and docs/benchmarks-backends.md (under 10
-# minutes; the last starts a PostgreSQL server of its own); BENCH_ARGS=--quick
+# minutes; the last starts a PostgreSQL server of its own), then docs/benchmarks-dedup.md
+# (record format 2 on a growing history, about 2 minutes more); BENCH_ARGS=--quick
 # for a smoke run, BENCH_ARGS=overhead for lmdbstate against bare py-lmdb alone.
 bench: $(STAMP_BENCH) postgres-binaries
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 	$(BIN)/python -m benchmarks.langgraph_saver
 	$(BIN)/python -m benchmarks.backends
+	$(BIN)/python -m benchmarks.growing_history
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage $(STORE)

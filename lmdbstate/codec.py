@@ -16,6 +16,7 @@ import threading
 import uuid
 import zoneinfo
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -30,6 +31,16 @@ EXT_DATETIME = 4
 EXT_DATE = 5
 EXT_UUID = 6
 EXT_DECIMAL = 7
+EXT_LIST_REF = 16
+"""Record format 2 only: a list kept as chunks (``chunking.py``), named by its node's digest."""
+
+
+@dataclass(frozen=True, slots=True)
+class ListRef:
+    """In a format-2 record's state: the list whose node chunk has this digest."""
+
+    digest: bytes
+
 
 MAX_NESTED_EXTENSIONS = 64
 """Tuples, sets and frozensets nested in one another at most this deep. Each level is packed,
@@ -111,6 +122,9 @@ def _to_extension(value: object) -> msgpack.ExtType:
         return msgpack.ExtType(EXT_UUID, value.bytes)
     if kind is Decimal:
         return msgpack.ExtType(EXT_DECIMAL, str(value).encode("ascii"))
+    if kind is ListRef:
+        assert isinstance(value, ListRef)
+        return msgpack.ExtType(EXT_LIST_REF, value.digest)
     raise TypeError(f"unsupported type {kind.__module__}.{kind.__qualname__}")
 
 
@@ -141,6 +155,7 @@ _DECODERS: dict[int, Callable[[bytes], object]] = {
     EXT_DATE: lambda data: dt.date(*_unpack(data)),
     EXT_UUID: lambda data: uuid.UUID(bytes=bytes(data)),
     EXT_DECIMAL: lambda data: Decimal(bytes(data).decode("ascii")),
+    EXT_LIST_REF: lambda data: ListRef(bytes(data)),
 }
 
 

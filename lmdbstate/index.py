@@ -10,7 +10,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from . import codec, records
+from . import chunkstore, codec, records
 from .errors import CodecError, StoreCorruptedError, WorkflowNotFoundError
 from .keys import age_key, seq_of, workflow_bounds
 from .kv import AGE, CKPT, META, WF, ReadTxn, WriteTxn
@@ -155,7 +155,17 @@ def created_ns_of(record: bytes | memoryview) -> int | None:
 
 
 def delete_record(txn: WriteTxn, key: bytes, created_ns: int | None) -> None:
-    """Delete a record and its ``age`` entry (when its creation time is known)."""
+    """Delete a record, its ``age`` entry (when its creation time is known) and its chunk refs.
+
+    A format-2 record's chunks that no record or node references any more go too.
+    """
+    record = txn.get(CKPT, key)
+    if record is not None and records.is_chunked(record):
+        try:
+            refs = records.chunk_refs(record[records.HEADER_SIZE :])
+        except CodecError:
+            refs = ()  # a damaged body: its chunks stay, and verify counts them as leaked
+        chunkstore.release(txn, refs)
     txn.delete(CKPT, key)
     if created_ns is not None:
         txn.delete(AGE, age_key(created_ns, key))

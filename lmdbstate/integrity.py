@@ -23,11 +23,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 
-from . import codec, records
+from . import chunkcheck, chunking, chunkstore, codec, records
 from .errors import CodecError, IntegrityError, StoreCorruptedError
 from .index import DELETED_NS, WorkflowEntry, created_ns_of, workflow_id_of
 from .keys import SEQ_BYTES, age_key, seq_of, split_age_key, workflow_bounds
-from .kv import AGE, CKPT, META, WF, Backend, ReadTxn, WriteTxn
+from .kv import AGE, CHUNK, CKPT, COPY_CHUNK, META, WF, Backend, ReadTxn, WriteTxn, put_items
 from .lmdbfile import DataFile, LeafItem, Skipped
 from .locations import path_beside
 from .models import (
@@ -105,7 +105,9 @@ class _WorkflowCheck:
         return found
 
 
-def _check_workflow(txn: ReadTxn, workflow_key: bytes, deep: bool) -> _WorkflowCheck:
+def _check_workflow(
+    txn: ReadTxn, workflow_key: bytes, deep: bool, chunks: chunkcheck.ChunkReader
+) -> _WorkflowCheck:
     check = _WorkflowCheck(workflow_key)
     raw = txn.get(WF, workflow_key)
     if raw is None:
@@ -123,11 +125,15 @@ def _check_workflow(txn: ReadTxn, workflow_key: bytes, deep: bool) -> _WorkflowC
             created_ns, _, body = records.check(key, record)
             if deep:
                 records.decode_body(body)
+            chunk_problem = chunks.record_problem(txn, body) if records.is_chunked(record) else None
         except IntegrityError as exc:
             check.damaged.append(_damaged_record(key, exc.reason))
             continue
         except CodecError as exc:
             check.damaged.append(_damaged_record(key, f"body does not decode: {exc.reason}"))
+            continue
+        if chunk_problem is not None:
+            check.damaged.append(_damaged_record(key, chunk_problem))
             continue
         check.intact.append((key, created_ns, len(record)))
         if txn.get(AGE, age_key(created_ns, key)) is None:
@@ -194,9 +200,10 @@ def _examine(
     backend: Backend, workflow_key: bytes | None, deep: bool, progress: Progress | None
 ) -> _Findings:
     findings = _Findings()
+    chunks = chunkcheck.ChunkReader()
 
     def examine(key: bytes) -> None:
-        check = backend.read(_check_workflow, key, deep)
+        check = backend.read(_check_workflow, key, deep, chunks)
         if check.records == 0 and check.entry is None:
             return  # no such workflow
         findings.workflows += 1
@@ -270,6 +277,10 @@ def verify(
             structure_problems=structure,
         )
     findings = _examine(backend, workflow_key, deep, progress)
+    # The counts are a property of the whole store: checked in one snapshot, and only then.
+    chunks, chunk_problems = (
+        backend.read(chunkcheck.count_problems) if workflow_key is None else (0, [])
+    )
     return VerifyReport(
         workflows=findings.workflows,
         records=findings.records,
@@ -278,6 +289,8 @@ def verify(
         index_problems=tuple(findings.problems),
         deep=deep,
         seconds=time.perf_counter() - started,
+        chunks=chunks,
+        chunk_problems=tuple(chunk_problems),
     )
 
 
@@ -286,9 +299,9 @@ def _repair_workflow(txn: WriteTxn, workflow_key: bytes, now_ns: int) -> tuple[i
 
     Returns (records deleted, whether the ``wf`` entry changed, ``age`` entries added).
     """
-    check = _check_workflow(txn, workflow_key, deep=False)
+    check = _check_workflow(txn, workflow_key, False, chunkcheck.ChunkReader())
     for damaged in check.damaged:
-        txn.delete(CKPT, damaged.key)
+        txn.delete(CKPT, damaged.key)  # its chunk references go when the counts are rebuilt
     added = 0
     for key, created_ns, _ in check.intact:
         if txn.get(AGE, age_key(created_ns, key)) is None:
@@ -360,6 +373,8 @@ def repair(backend: Backend, *, backup_dir: str | None) -> RepairReport:
     age_removed = sum(
         backend.write(_delete_if_stale, key) for key in list(_stale_age_keys(backend))
     )
+    # And their chunk references: the counts are rebuilt from the records left.
+    counts_fixed, chunks_removed = backend.write(chunkcheck.rebuild_counts)
     return RepairReport(
         backup_path=backup_dir,
         removed=tuple(findings.damaged),
@@ -367,6 +382,8 @@ def repair(backend: Backend, *, backup_dir: str | None) -> RepairReport:
         age_added=age_added,
         age_removed=age_removed,
         seconds=time.perf_counter() - started,
+        chunk_counts_fixed=counts_fixed,
+        chunks_removed=chunks_removed,
     )
 
 
@@ -382,6 +399,8 @@ class _Salvage:
 
     records: dict[bytes, tuple[bytes, int, bool]] = field(default_factory=dict)
     """ckpt key -> (record, created_ns, found only by the page scan)."""
+    chunks: dict[bytes, bytes] = field(default_factory=dict)
+    """Every whole chunk found (record format 2), by digest: any copy of one is the same."""
     entries: dict[bytes, WorkflowEntry] = field(default_factory=dict)
     damaged: dict[bytes, DamagedRecord] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
@@ -412,6 +431,11 @@ class _Salvage:
             self.records[key] = (value, created_ns, from_scan)
             self.damaged.pop(key, None)  # a whole copy of a record damaged in the snapshot
 
+    def offer_chunk(self, key: bytes, value: bytes) -> None:
+        """Keep ``value`` as the chunk ``key`` if it is one and its payload matches the key."""
+        if chunkstore.is_whole(key, value):
+            self.chunks[key] = value
+
     def _newer_than_snapshot(self, key: bytes, created_ns: int) -> bool:
         """Whether a record only the scan found came after the snapshot the walk read whole.
 
@@ -440,12 +464,14 @@ def _walk_snapshot(data: DataFile, salvage: _Salvage) -> None:
     salvage.skipped.extend(str(item) for item in catalog.skipped)
     complete = not catalog.skipped and CKPT.encode() in catalog.databases
     for table, record in catalog.databases.items():
-        if table not in (CKPT.encode(), WF.encode(), META.encode()):
+        if table not in (CKPT.encode(), WF.encode(), META.encode(), CHUNK.encode()):
             continue
         for item in data.walk(record.root):
             if isinstance(item, Skipped):
                 salvage.skipped.append(str(item))
                 complete = False
+            elif table == CHUNK.encode():
+                salvage.offer_chunk(item.key, item.value)
             elif table == META.encode():
                 if item.key == DELETED_NS:
                     with contextlib.suppress(CodecError, TypeError):
@@ -470,6 +496,8 @@ def _scan_pages(data: DataFile, salvage: _Salvage) -> None:
     for item in data.scan():
         if isinstance(item, LeafItem) and _is_checkpoint_key(item.key):
             salvage.offer(item.key, item.value, from_scan=True)
+        elif isinstance(item, LeafItem) and len(item.key) == chunking.DIGEST_SIZE:
+            salvage.offer_chunk(item.key, item.value)
 
 
 def _restore_workflow(
@@ -490,6 +518,25 @@ def _restore_workflow(
     txn.put(WF, workflow_key, entry.encode())
 
 
+def _drop_records_missing_chunks(salvage: _Salvage, dest: Backend) -> None:
+    """Write the chunks found into ``dest``; report the records whose chunks are not all there.
+
+    A format-2 record is recovered only when every chunk it reaches was found whole.
+    """
+    chunks = sorted(salvage.chunks.items())
+    for start in range(0, len(chunks), COPY_CHUNK):
+        dest.write(put_items, CHUNK, chunks[start : start + COPY_CHUNK])
+    reader = chunkcheck.ChunkReader()
+    for key in sorted(salvage.records):
+        record = salvage.records[key][0]
+        if not records.is_chunked(record):
+            continue
+        problem = dest.read(reader.record_problem, memoryview(record)[records.HEADER_SIZE :])
+        if problem is not None:
+            del salvage.records[key]
+            salvage.damaged[key] = _damaged_record(key, problem)
+
+
 def recover(source: str, dest: Backend, *, dest_path: str) -> RecoverReport:
     """Copy every intact record of the store at ``source`` into the new, empty store ``dest``.
 
@@ -505,6 +552,7 @@ def recover(source: str, dest: Backend, *, dest_path: str) -> RecoverReport:
             # A damaged meta page may have been the newest: its commit's pages are only
             # reachable by scanning. So are records under a page the walk could not read.
             _scan_pages(data, salvage)
+    _drop_records_missing_chunks(salvage, dest)
     now_ns = time.time_ns()
     by_workflow: dict[bytes, list[tuple[bytes, bytes, int]]] = {}
     for key in sorted(salvage.records):
@@ -522,6 +570,7 @@ def recover(source: str, dest: Backend, *, dest_path: str) -> RecoverReport:
         workflows.append(
             WorkflowRecovery(workflow_id_of(workflow_key), len(found), from_scan, lost)
         )
+    dest.write(chunkcheck.rebuild_counts)  # and the chunks no record kept reaches go
     return RecoverReport(
         source=source,
         dest=dest_path,

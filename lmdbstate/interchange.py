@@ -36,7 +36,7 @@ from decimal import Decimal
 from pathlib import Path, PurePath
 from typing import IO, Any
 
-from . import codec
+from . import codec, records
 from .env import fsync_directory
 from .errors import (
     CodecError,
@@ -50,6 +50,7 @@ from .errors import (
 )
 from .keys import checkpoint_key, encode_workflow_id
 from .models import (
+    Checkpoint,
     DamagedRecord,
     ExportReport,
     ImportProblem,
@@ -451,7 +452,7 @@ class _Export:
                     "created_ns": ckpt.created_ns,
                     "step": encode_value(ckpt.step),
                     "schema": ckpt.schema,
-                    "digest": f"{ckpt.digest:016x}",
+                    "digest": f"{_whole_digest(ckpt):016x}",
                     "meta": encode_value(ckpt.meta),
                     "state": encode_value(ckpt.state),
                 }
@@ -460,6 +461,14 @@ class _Export:
         self.checkpoints += 1
         if self.progress is not None:
             self.progress(self.checkpoints, self.total)
+
+
+def _whole_digest(ckpt: Checkpoint) -> int:
+    """The digest an export line carries: the checkpoint's, stored whole (record format 1)."""
+    if ckpt.record_format == records.FORMAT_VERSION:
+        return ckpt.digest
+    key = checkpoint_key(encode_workflow_id(ckpt.workflow_id), ckpt.seq)
+    return records.whole_digest(key, ckpt.state, ckpt.step, ckpt.schema, ckpt.meta, ckpt.created_ns)
 
 
 # -- import -----------------------------------------------------------------------------------
@@ -631,13 +640,21 @@ class _JsonlImport:
         else:
             self.already_present += 1
         self.workflows.add(info.workflow_id)
-        if info.digest != digest:
+        whole = records.whole_digest(
+            checkpoint_key(encode_workflow_id(info.workflow_id), info.seq),
+            decode_value(_field(record, "state")),
+            decode_value(_field(record, "step")),
+            _field(record, "schema"),
+            decode_value(_field(record, "meta")),
+            _field(record, "created_ns"),
+        )
+        if whole != digest:
             self.mismatched.append(
                 ImportProblem(
                     f"line {number}",
                     info.workflow_id,
                     info.seq,
-                    f"digest {info.digest:016x} differs from the line's {digest:016x}: the line "
+                    f"digest {whole:016x} differs from the line's {digest:016x}: the line "
                     f"was changed after the export",
                 )
             )

@@ -23,7 +23,8 @@ META = "meta"
 CKPT = "ckpt"
 WF = "wf"
 AGE = "age"
-TABLES = (META, CKPT, WF, AGE)
+CHUNK = "chunk"
+TABLES = (META, CKPT, WF, AGE, CHUNK)
 
 
 class ReadTxn(Protocol):

@@ -40,7 +40,7 @@ from .models import StoreMigrationReport, StoreStep
 
 log = logging.getLogger("lmdbstate")
 
-STORE_FORMAT = 1
+STORE_FORMAT = 2
 """The store format this version writes and reads (the ``format`` entry of ``meta``)."""
 
 FORMAT = b"format"

@@ -53,6 +53,8 @@ class Checkpoint:
     digest: int
     damaged_newer: tuple[int, ...] = ()
     """Seqs of newer checkpoints that ``latest`` skipped because they are damaged."""
+    record_format: int = 1
+    """1: the record holds the state whole; 2: its long lists are chunks (docs/format.md)."""
 
     @property
     def created_at(self) -> dt.datetime:
@@ -148,11 +150,22 @@ class VerifyReport:
     structure_problems: tuple[str, ...] = ()
     """Damaged pages of the file. When there are any, the records were not read (LMDB may
     crash on such pages): ``recover`` copies what is intact into a new store."""
+    chunks: int = 0
+    """Chunks stored (record format 2); not counted when one workflow was verified."""
+    chunk_problems: tuple[str, ...] = ()
+    """Chunks nothing references, and reference counts that disagree with a recount of the
+    references (a damaged or missing chunk is reported in ``damaged``, for every checkpoint
+    that uses it)."""
 
     @property
     def ok(self) -> bool:
-        """True when no page or record is damaged and the indexes agree with the records."""
-        return not self.structure_problems and not self.damaged and not self.index_problems
+        """True when no page, record or chunk is damaged and the indexes agree with the records."""
+        return (
+            not self.structure_problems
+            and not self.damaged
+            and not self.index_problems
+            and not self.chunk_problems
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +179,10 @@ class RepairReport:
     age_added: int
     age_removed: int
     seconds: float
+    chunk_counts_fixed: int = 0
+    """Chunk reference counts rewritten (or dropped) to match the records left."""
+    chunks_removed: int = 0
+    """Chunks deleted because no record reached them any more."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,8 @@ from .keys import split_checkpoint_key
 
 MAGIC = b"LS"
 FORMAT_VERSION = 1
+CHUNKED_FORMAT = 2
+"""Record format 2: the state's long lists are ``codec.ListRef``s to chunks (``chunking.py``)."""
 KNOWN_FLAGS = 0
 HEADER = struct.Struct("<2sBBQQI")
 HEADER_SIZE = HEADER.size
@@ -51,9 +53,14 @@ def digest(key: bytes, leading: bytes | memoryview, rest: bytes | memoryview) ->
     return hasher.intdigest()
 
 
-def build(key: bytes, body: bytes, created_ns: int, *, flags: int = 0) -> bytes:
-    """Return the record to store under ``key``: header followed by ``body``."""
-    leading = _LEADING.pack(MAGIC, FORMAT_VERSION, flags)
+def build(
+    key: bytes, body: bytes, created_ns: int, *, flags: int = 0, chunked: bool = False
+) -> bytes:
+    """Return the record to store under ``key``: header followed by ``body``.
+
+    ``chunked``: the body's state holds references to chunks (record format 2).
+    """
+    leading = _LEADING.pack(MAGIC, CHUNKED_FORMAT if chunked else FORMAT_VERSION, flags)
     rest = b"".join((created_ns.to_bytes(8, "little"), len(body).to_bytes(4, "little"), body))
     return b"".join((leading, digest(key, leading, rest).to_bytes(8, "little"), rest))
 
@@ -87,9 +94,45 @@ def check(key: bytes, record: bytes | memoryview) -> tuple[int, int, memoryview]
     # Checked after the digest: a damaged byte here is damage, and a record whose digest holds
     # but whose format differs cannot exist in a format-1 store (the store's format is checked
     # on open).
-    if version != FORMAT_VERSION or flags & ~KNOWN_FLAGS:
-        raise _damaged(key, f"record format {version} with flags {flags:#04x} is not format 1")
+    if version not in (FORMAT_VERSION, CHUNKED_FORMAT) or flags & ~KNOWN_FLAGS:
+        raise _damaged(key, f"record format {version} with flags {flags:#04x} is not 1 or 2")
     return created_ns, stored, view[HEADER_SIZE:]
+
+
+def whole_digest(
+    key: bytes, state: object, step: object, schema: int, meta: object, created_ns: int
+) -> int:
+    """The digest of the checkpoint stored whole (record format 1), whatever its stored format.
+
+    Exports carry it: it depends on what the checkpoint holds, not on how a store split it.
+
+    Raises:
+        CodecError: a field the codec cannot carry.
+    """
+    record = build(key, encode_body(state, step, schema, meta), created_ns)
+    return int.from_bytes(record[4:12], "little")
+
+
+def record_format(record: bytes | memoryview) -> int:
+    """The format byte of a record (checked by ``check``): 1 whole, 2 with chunked lists."""
+    return record[2] if len(record) > 2 else 0
+
+
+def is_chunked(record: bytes | memoryview) -> bool:
+    """True for a record of format 2, whose state refers to chunks (checked by ``check``)."""
+    return record_format(record) == CHUNKED_FORMAT
+
+
+def chunk_refs(body: bytes | memoryview) -> tuple[bytes, ...]:
+    """The node chunks a format-2 record's body references (its state's top-level lists).
+
+    Raises:
+        CodecError: the body does not decode.
+    """
+    state = decode_body(body).get("state")
+    if type(state) is not dict:
+        return ()
+    return tuple(value.digest for value in state.values() if isinstance(value, codec.ListRef))
 
 
 def encode_body(state: object, step: object, schema: int, meta: object) -> bytes:

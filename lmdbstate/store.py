@@ -18,7 +18,18 @@ from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, TypeVar, TypeVarTuple
 
-from . import codec, collector, integrity, keyed, leases, migrations, records
+from . import (
+    chunking,
+    chunkstore,
+    codec,
+    collector,
+    integrity,
+    keyed,
+    leases,
+    migrations,
+    records,
+    store_upgrades,  # noqa: F401  (registers the store-format upgrades)
+)
 from .backends import open_backend
 from .env import (
     DEFAULT_MAP_SIZE,
@@ -107,6 +118,8 @@ DEFAULT_LEASE_TTL = 60.0
 """Seconds a lease lasts unless its holder renews it."""
 _CHUNK = 256  # items read per read transaction by the iterators: short transactions
 _LARGEST = 5
+DEFAULT_CHUNK_CACHE = 32 << 20
+"""Bytes of chunks a store keeps in memory for reads (``CheckpointStore(chunk_cache=)``)."""
 _MIGRATE_BATCH = 64  # workflows whose upgraded states migrate_states writes per transaction
 
 
@@ -148,16 +161,33 @@ def _body_fields(
         raise IntegrityError(workflow_id_of(workflow_key), seq, exc.reason) from exc
 
 
-def _checkpoint(workflow_id: str, key: bytes, record: bytes) -> Checkpoint:
+def _checkpoint(
+    txn: ReadTxn, cache: chunkstore.ChunkCache, workflow_id: str, key: bytes, record: bytes
+) -> Checkpoint:
     created_ns, digest, body = records.check(key, record)
     fields = _body_fields(key, body, records.decode_body)
+    record_format = records.record_format(record)
+    if record_format == records.CHUNKED_FORMAT and "state" in fields:
+        fields["state"] = _joined(chunkstore.Reader(txn, cache), workflow_id, key, fields["state"])
     try:
         return Checkpoint(
             workflow_id, seq_of(key), fields["state"], fields["step"], fields["schema"],
-            fields["meta"], created_ns, len(record), digest,
+            fields["meta"], created_ns, len(record), digest, record_format=record_format,
         )  # fmt: skip
     except KeyError as exc:
         raise IntegrityError(workflow_id, seq_of(key), f"body lacks {exc}") from exc
+
+
+def _joined(reader: chunkstore.Reader, workflow_id: str, key: bytes, state: object) -> object:
+    """A format-2 record's state with its chunked lists read back from the chunk tables.
+
+    Raises:
+        IntegrityError: a chunk is missing or damaged.
+    """
+    try:
+        return chunking.join(state, reader)
+    except (chunkstore.ChunkDamagedError, CodecError) as exc:
+        raise IntegrityError(workflow_id, seq_of(key), f"its state's {exc}") from exc
 
 
 def _checkpoint_info(workflow_id: str, key: bytes, record: bytes | memoryview) -> CheckpointInfo:
@@ -189,25 +219,31 @@ def _info_chunk(
 
 
 def _read_latest(
-    txn: ReadTxn, workflow_id: str, workflow_key: bytes, skip_damaged: bool
+    txn: ReadTxn,
+    cache: chunkstore.ChunkCache,
+    workflow_id: str,
+    workflow_key: bytes,
+    skip_damaged: bool,
 ) -> Checkpoint | None:
     item = txn.last(CKPT, *workflow_bounds(workflow_key))
     if item is None:
         return None
     try:
-        return _checkpoint(workflow_id, *item)
+        return _checkpoint(txn, cache, workflow_id, *item)
     except IntegrityError:
         if not skip_damaged:
             raise
-        return _newest_intact(txn, workflow_id, workflow_key)
+        return _newest_intact(txn, cache, workflow_id, workflow_key)
 
 
-def _newest_intact(txn: ReadTxn, workflow_id: str, workflow_key: bytes) -> Checkpoint:
+def _newest_intact(
+    txn: ReadTxn, cache: chunkstore.ChunkCache, workflow_id: str, workflow_key: bytes
+) -> Checkpoint:
     """Walk back from the newest checkpoint to the first one that verifies."""
     damaged: list[IntegrityError] = []
     for key, record in txn.scan(CKPT, *workflow_bounds(workflow_key), reverse=True, page=1):
         try:
-            found = _checkpoint(workflow_id, key, record)
+            found = _checkpoint(txn, cache, workflow_id, key, record)
         except IntegrityError as exc:
             damaged.append(exc)
             continue
@@ -220,13 +256,15 @@ def _newest_intact(txn: ReadTxn, workflow_id: str, workflow_key: bytes) -> Check
     raise damaged[0]
 
 
-def _read_checkpoint(txn: ReadTxn, workflow_id: str, workflow_key: bytes, seq: int) -> Checkpoint:
+def _read_checkpoint(
+    txn: ReadTxn, cache: chunkstore.ChunkCache, workflow_id: str, workflow_key: bytes, seq: int
+) -> Checkpoint:
     key = checkpoint_key(workflow_key, seq)
     record = txn.get(CKPT, key)
     if record is None:
         required_entry(txn, workflow_key)
         raise CheckpointNotFoundError(workflow_id, seq)
-    return _checkpoint(workflow_id, key, record)
+    return _checkpoint(txn, cache, workflow_id, key, record)
 
 
 # -- writing ----------------------------------------------------------------------------------
@@ -237,9 +275,14 @@ class _PendingPut:
 
     __slots__ = (
         "body",
+        "chunked",
+        "compress",
         "created_ns",
         "expect_seq",
+        "inline_body",
+        "meta",
         "schema",
+        "state",
         "step",
         "workflow_id",
         "workflow_key",
@@ -253,8 +296,12 @@ class _PendingPut:
         schema: int,
         meta: dict[str, Any] | None,
         expect_seq: int | None,
+        previous: Mapping[Any, chunking.ListNode] | None = None,
+        *,
+        compress: bool = False,
     ) -> None:
         self.workflow_key = encode_workflow_id(workflow_id)
+        self.compress = compress
         _check_step(step)
         _check_schema(schema)
         if meta is not None and type(meta) is not dict:
@@ -265,8 +312,29 @@ class _PendingPut:
         self.step = step
         self.schema = schema
         self.expect_seq = expect_seq
-        self.body = records.encode_body(state, step, schema, {} if meta is None else meta)
+        self.state = state
+        self.meta: dict[str, Any] = {} if meta is None else meta
+        self.inline_body = records.encode_body(state, step, schema, self.meta)
+        self.body = self.inline_body
+        self.chunked: chunking.Chunked | None = None
+        if previous is not None and len(self.inline_body) >= chunking.INLINE_LIMIT:
+            self._split(previous)
         self.created_ns = time.time_ns()
+
+    def _split(self, previous: Mapping[Any, chunking.ListNode]) -> None:
+        self.chunked = chunking.split(self.inline_body, self.state, previous)
+        self.body = self.inline_body if self.chunked is None else self.chunked.body
+
+    def _check_chunks(self, txn: ReadTxn) -> None:
+        """Split flat again when a node the split extends was deleted since (before any write)."""
+        chunked = self.chunked
+        if chunked is None:
+            return
+        named = {link for links in chunked.links.values() for link in links} | set(chunked.refs)
+        if any(
+            digest not in chunked.chunks and chunkstore.count(txn, digest) == 0 for digest in named
+        ):
+            self._split({})
 
     def apply(self, txn: WriteTxn, *, seq: int | None = None) -> CheckpointInfo:
         """Write the checkpoint and update its workflow's index entries, all in ``txn``.
@@ -285,8 +353,9 @@ class _PendingPut:
                 raise InvalidInputError(
                     f"workflow {self.workflow_id!r} has given out every seq up to {MAX_SEQ}"
                 )
+        self._check_chunks(txn)
         key = checkpoint_key(workflow_key, seq)
-        record = records.build(key, self.body, self.created_ns)
+        record = records.build(key, self.body, self.created_ns, chunked=self.chunked is not None)
         entry.head_seq = entry.last_seq = seq
         entry.count += 1
         entry.bytes += len(record)
@@ -296,6 +365,8 @@ class _PendingPut:
         txn.put(CKPT, key, record)
         txn.put(AGE, age_key(self.created_ns, key), b"")
         txn.put(WF, workflow_key, encoded_entry)
+        if self.chunked is not None:
+            chunkstore.acquire(txn, self.chunked.refs, self.chunked, compress=self.compress)
         return CheckpointInfo(
             self.workflow_id, seq, self.step, self.schema, self.created_ns, len(record),
             int.from_bytes(record[4:12], "little"),
@@ -330,10 +401,15 @@ class Batch:
         Raises:
             InvalidInputError: a bad argument or an unencodable state; nothing is queued.
         """
-        self._pending.append(_PendingPut(workflow_id, state, step, schema, meta, expect_seq))
+        pending = self._store._pending_put(workflow_id, state, step, schema, meta, expect_seq)
+        self._pending.append(pending)
+        # A later put of the same workflow in this batch extends this one's lists: they are
+        # written first, in the same transaction.
+        self._store._lists.remember(workflow_id, pending.chunked)
 
-    def _apply(self, txn: WriteTxn) -> tuple[CheckpointInfo, ...]:
-        return tuple(pending.apply(txn) for pending in self._pending)
+    @staticmethod
+    def _apply_all(txn: WriteTxn, pending: list[_PendingPut]) -> tuple[CheckpointInfo, ...]:
+        return tuple(put.apply(txn) for put in pending)
 
     def __enter__(self) -> Batch:
         return self
@@ -344,10 +420,21 @@ class Batch:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if exc_type is None and self._pending:
-            self.checkpoints = self._store._backend.write(self._apply)
-            self._store._wrote(sum(info.size for info in self.checkpoints))
-        self._pending.clear()
+        pending, self._pending = self._pending, []
+        lists = self._store._lists
+        if exc_type is not None or not pending:
+            for put in pending:
+                lists.forget(put.workflow_id)  # remembered by ``put``, never written
+            return
+        try:
+            self.checkpoints = self._store._backend.write(self._apply_all, pending)
+        except BaseException:
+            for put in pending:
+                lists.forget(put.workflow_id)
+            raise
+        for put in pending:
+            self._store._remember(put.workflow_id, put.chunked)  # each workflow's last wins
+        self._store._wrote(sum(info.size for info in self.checkpoints))
 
 
 class CheckpointStore:
@@ -381,6 +468,17 @@ class CheckpointStore:
             ``gc`` runs in a background thread when it is above the cap (and, for the count
             and age bounds, at most once a minute). ``close`` stops it between two of its
             transactions. Ignored when ``readonly``.
+        dedup: store each long list of a state's top-level map (8 items or more, in a body of
+            at least 2 KiB) as content-addressed chunks, kept once however many checkpoints
+            hold them (record format 2, docs/format.md); a list that grows by appending costs
+            only its new items. False writes every state whole (record format 1).
+        chunk_cache: bytes of chunks this store keeps in memory once read (and checked) or
+            written, so that reading a chunked list does not fetch and hash every element
+            again; 0 keeps none. A chunk's key is the digest of its bytes: cached chunks are
+            never stale.
+        compression: ``"zstd"`` compresses each new chunk of a list item with zstd (level 3)
+            when that saves bytes, flagged per chunk (needs the ``zstd`` extra, as does reading
+            such a chunk); None (the default) stores chunks as they are.
 
     Raises:
         ConfigError: a bad option.
@@ -401,6 +499,9 @@ class CheckpointStore:
         max_readers: int = DEFAULT_MAX_READERS,
         auto_migrate: bool = True,
         retention: RetentionPolicy | None = None,
+        dedup: bool = True,
+        chunk_cache: int = DEFAULT_CHUNK_CACHE,
+        compression: str | None = None,
     ) -> None:
         if durability not in DURABILITIES:
             raise ConfigError(
@@ -419,8 +520,19 @@ class CheckpointStore:
             raise ConfigError(f"max_readers must be an int of at least 1, not {max_readers!r}")
         if retention is not None and not isinstance(retention, RetentionPolicy):
             raise ConfigError(f"retention must be a RetentionPolicy or None, not {retention!r}")
+        if type(dedup) is not bool:
+            raise ConfigError(f"dedup must be a bool, not {dedup!r}")
+        if type(chunk_cache) is not int or chunk_cache < 0:
+            raise ConfigError(f"chunk_cache must be an int of bytes >= 0, not {chunk_cache!r}")
+        self._chunks = chunkstore.ChunkCache(chunk_cache)
+        chunkstore.check_compression(compression)
+        self._compress = compression == "zstd"
         self._retention = retention
         self._durability: Durability = durability
+        self._dedup = dedup
+        # Each workflow's chunked lists as this store's last put of it wrote them: the next put
+        # extends them (record format 2).
+        self._lists = chunking.RecentLists()
         options = EnvOptions(durability, readonly, map_size, max_map_size, max_readers)
         self._backend: Backend = open_backend(path, options)
         # In memory there is no flush to share: "group" is then plain puts. A read-only store's
@@ -559,13 +671,38 @@ class CheckpointStore:
             StoreClosedError: the store is closed, or was closed while a grouped put waited
                 for room in the queue; nothing was written.
         """
-        pending = _PendingPut(workflow_id, state, step, schema, meta, expect_seq)
-        if self._grouped is not None:
-            info = self._grouped(pending.apply)
-        else:
-            info = self._backend.write(pending.apply)
+        pending = self._pending_put(workflow_id, state, step, schema, meta, expect_seq)
+        try:
+            if self._grouped is not None:
+                info = self._grouped(pending.apply)
+            else:
+                info = self._backend.write(pending.apply)
+        except BaseException:
+            self._lists.forget(workflow_id)
+            raise
+        self._remember(workflow_id, pending.chunked)
         self._wrote(info.size)
         return info
+
+    def _remember(self, workflow_id: str, chunked: chunking.Chunked | None) -> None:
+        """After a commit: the lists the workflow's next put extends, and the chunks written."""
+        self._lists.remember(workflow_id, chunked)
+        if chunked is not None:
+            self._chunks.keep(chunked)
+
+    def _pending_put(
+        self,
+        workflow_id: str,
+        state: object,
+        step: str | int | None,
+        schema: int,
+        meta: dict[str, Any] | None,
+        expect_seq: int | None,
+    ) -> _PendingPut:
+        previous = self._lists.get(workflow_id) if self._dedup else None
+        return _PendingPut(
+            workflow_id, state, step, schema, meta, expect_seq, previous, compress=self._compress
+        )
 
     def _wrote(self, size: int) -> None:
         if self._auto_gc is not None:
@@ -605,9 +742,11 @@ class CheckpointStore:
     ) -> tuple[CheckpointInfo, bool]:
         """Write a checkpoint with the seq and creation time it had elsewhere (for importers).
 
-        The record is built exactly as ``put`` builds it, so a checkpoint exported and imported
-        with the same fields gets the same bytes and the same digest. Importing again what is
-        already there changes nothing: the call is idempotent.
+        The record is built as ``put`` builds it: a checkpoint exported and imported with the
+        same fields into a store that writes it whole (``dedup=False``, or a state too small to
+        split) gets the same bytes and the same digest, and ``records.whole_digest`` gives that
+        digest in any case. Importing again what is already there changes nothing: the call is
+        idempotent.
 
         Returns:
             The checkpoint, and True when it was written (False: an identical one was there).
@@ -621,10 +760,15 @@ class CheckpointStore:
             raise InvalidInputError(
                 f"invalid created_ns {created_ns!r}: expected an int from 0 to 2**64 - 1"
             )
-        pending = _PendingPut(workflow_id, state, step, schema, meta, None)
+        pending = self._pending_put(workflow_id, state, step, schema, meta, None)
         pending.created_ns = created_ns
-        result = self._backend.write(_import_checkpoint, pending, validate_seq(seq))
+        try:
+            result = self._backend.write(_import_checkpoint, pending, validate_seq(seq))
+        except BaseException:
+            self._lists.forget(workflow_id)
+            raise
         if result[1]:
+            self._remember(workflow_id, pending.chunked)
             self._wrote(result[0].size)
         return result
 
@@ -690,7 +834,9 @@ class CheckpointStore:
             MigrationError: ``migrate`` and the state cannot be upgraded.
         """
         workflow_key = encode_workflow_id(workflow_id)
-        found = self._backend.read(_read_latest, workflow_id, workflow_key, skip_damaged)
+        found = self._backend.read(
+            _read_latest, self._chunks, workflow_id, workflow_key, skip_damaged
+        )
         return self._migrated(found) if migrate and found is not None else found
 
     def get(self, workflow_id: str, seq: int, *, migrate: bool = False) -> Checkpoint:
@@ -708,7 +854,9 @@ class CheckpointStore:
             MigrationError: ``migrate`` and the state cannot be upgraded.
         """
         workflow_key = encode_workflow_id(workflow_id)
-        found = self._backend.read(_read_checkpoint, workflow_id, workflow_key, validate_seq(seq))
+        found = self._backend.read(
+            _read_checkpoint, self._chunks, workflow_id, workflow_key, validate_seq(seq)
+        )
         return self._migrated(found) if migrate else found
 
     def workflow_name(self, workflow_id: str) -> str:
@@ -1204,10 +1352,9 @@ def _import_checkpoint(
     txn: WriteTxn, pending: _PendingPut, seq: int
 ) -> tuple[CheckpointInfo, bool]:
     key = checkpoint_key(pending.workflow_key, seq)
-    record = records.build(key, pending.body, pending.created_ns)
     existing = txn.get(CKPT, key)
-    if existing == record:
-        return _checkpoint_info(pending.workflow_id, key, record), False
+    if existing is not None and _holds(txn, pending, key, existing):
+        return _checkpoint_info(pending.workflow_id, key, existing), False
     raw = txn.get(WF, pending.workflow_key)
     entry = WorkflowEntry.decode(pending.workflow_key, raw) if raw is not None else None
     last_seq = 0 if entry is None else entry.last_seq
@@ -1223,6 +1370,24 @@ def _import_checkpoint(
     pending.expect_seq = None
     info = pending.apply(txn, seq=seq)
     return info, True
+
+
+def _holds(txn: ReadTxn, pending: _PendingPut, key: bytes, existing: bytes) -> bool:
+    """Whether the record ``existing`` holds exactly the checkpoint ``pending`` would write.
+
+    Records are compared as format 1 would store them: the same checkpoint split into chunks
+    against other lists differs in its bytes, not in what it holds.
+    """
+    if existing == records.build(key, pending.inline_body, pending.created_ns):
+        return True
+    if not records.is_chunked(existing):
+        return False
+    try:
+        ckpt = _checkpoint(txn, chunkstore.ChunkCache(0), pending.workflow_id, key, existing)
+        body = records.encode_body(ckpt.state, ckpt.step, ckpt.schema, ckpt.meta)
+    except (IntegrityError, CodecError):
+        return False
+    return ckpt.created_ns == pending.created_ns and body == pending.inline_body
 
 
 def _delete_workflow(txn: WriteTxn, workflow_key: bytes) -> int:

@@ -20,9 +20,9 @@ The migration (``register_format0_migration``) rewrites every record as format 1
 is format 0's ``saved_ns``, the body re-encoded in format 1's field order), builds the ``age``
 index, and replaces each ``wf`` map by a full format-1 entry computed from the workflow's
 records (head, count, bytes and schema from the records present; status, ``last_seq`` and
-``updated_ns`` from the map; ``created_ns`` from the oldest record). For chains of two steps,
-``register_format1_to_2`` adds a fictional step 1 -> 2; the tests that use it move
-``STORE_FORMAT`` to 2 themselves.
+``updated_ns`` from the map; ``created_ns`` from the oldest record). lmdbstate's own step 1 -> 2
+(record format 2) follows. For a step after it, ``register_format2_to_3`` adds a fictional step
+2 -> 3; the tests that use it move ``STORE_FORMAT`` to 3 themselves.
 """
 
 from __future__ import annotations
@@ -228,23 +228,23 @@ def register_format0_migration(
     return store_migration(from_version=0)(format0_to_1)
 
 
-def register_format1_to_2(on_record: Callable[[int, int], None] | None = None) -> list[int]:
-    """Register a (fictional) step 1 -> 2 that counts the records into ``meta``; returns calls.
+def register_format2_to_3(on_record: Callable[[int, int], None] | None = None) -> list[int]:
+    """Register a (fictional) step 2 -> 3 that counts the records into ``meta``; returns calls.
 
-    For the two-step chain: lmdbstate has no format 2, so the tests move ``STORE_FORMAT``.
+    For a step after lmdbstate's own: it has no format 3, so the tests move ``STORE_FORMAT``.
     """
     calls: list[int] = []
 
-    @store_migration(from_version=1)
-    def format1_to_2(txn: WriteTxn) -> None:
-        """Format 1 to 2: records how many checkpoints the store holds."""
+    @store_migration(from_version=2)
+    def format2_to_3(txn: WriteTxn) -> None:
+        """Format 2 to 3: records how many checkpoints the store holds."""
         calls.append(1)
         total = txn.count(CKPT)
         for index in range(total):
-            txn.put(META, b"format2_seen", codec.encode(index + 1))
+            txn.put(META, b"format3_seen", codec.encode(index + 1))
             if on_record is not None:
                 on_record(index, total)
-        txn.put(META, b"format2_records", codec.encode(total))
+        txn.put(META, b"format3_records", codec.encode(total))
 
     return calls
 

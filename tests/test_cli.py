@@ -424,6 +424,7 @@ def test_show_json_renders_every_state_type(runner: CliRunner, filled: Filled) -
     assert shown == {
         **info_json(newest),
         "digest_ok": True,
+        "record_format": 1,
         "meta": {"trigger": "step", "progress": [1, 4]},
         "state": RICH_STATE_JSON,
     }
@@ -440,6 +441,7 @@ def test_show_seq_json(runner: CliRunner, filled: Filled) -> None:
     assert json.loads(result.stdout) == {
         **info_json(first),
         "digest_ok": True,
+        "record_format": 1,
         "meta": {},
         "state": STATE_1,
     }
@@ -660,7 +662,7 @@ def test_stats_json(runner: CliRunner, filled: Filled) -> None:
     assert report == {
         "path": str(filled.path.resolve()),
         "durability": "sync",
-        "format_version": 1,
+        "format_version": 2,
         "workflows": 3,
         "workflows_by_status": {"running": 1, "completed": 1, "failed": 1, "cancelled": 0},
         "checkpoints": 4,
@@ -688,7 +690,7 @@ def test_stats_table(runner: CliRunner, filled: Filled) -> None:
     assert 1024 < record_bytes < 10 * 1024
     for name, value in (
         ("store", str(filled.path.resolve())),
-        ("format", "1"),
+        ("format", "2"),
         ("workflows", "3 (1 running, 1 completed, 1 failed, 0 cancelled)"),
         ("checkpoints", "4"),
         ("record bytes", f"{record_bytes / 1024:.1f} KiB"),

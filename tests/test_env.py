@@ -203,9 +203,9 @@ def test_newer_store_format_is_refused(store_path: Path) -> None:
         pass
     env = lmdb.open(str(store_path), max_dbs=8)
     with env.begin(write=True) as txn:
-        txn.put(b"format", msgpack.packb(2), db=env.open_db(b"meta", txn=txn))
+        txn.put(b"format", msgpack.packb(3), db=env.open_db(b"meta", txn=txn))
     env.close()
-    with pytest.raises(UnsupportedFormatError, match="format 2"):
+    with pytest.raises(UnsupportedFormatError, match="format 3"):
         CheckpointStore(store_path)
 
 

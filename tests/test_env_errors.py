@@ -123,7 +123,7 @@ def test_an_empty_store_without_a_format_entry_is_initialised(store_path: Path) 
         pass
     raw_delete(store_path, b"meta", b"format")
     with CheckpointStore(store_path, readonly=True) as store:
-        assert store.stats().format_version == 1
+        assert store.stats().format_version == 2
     with CheckpointStore(store_path) as store:
         store.put("wf", 1)
     with CheckpointStore(store_path, readonly=True) as store:

@@ -12,8 +12,9 @@ in, every older checkpoint of that workflow, even while the writer goes on (expe
 for now: see ``RACE``).
 
 Part 2: a collection spanning many write transactions runs in a child process that is
-SIGKILLed at random moments. After each kill the store is consistent and has lost only what
-the collection was to delete; a rerun then ends where an uninterrupted collection of an
+SIGKILLed at random moments (over small records, large ones, and growing logs kept as chunks,
+whose reference counts verify checks). After each kill the store is consistent and has lost
+only what the collection was to delete; a rerun then ends where an uninterrupted collection of an
 identical copy ends: exactly under count and age bounds, within a small slack under a size cap.
 """
 
@@ -73,7 +74,10 @@ WRITER = textwrap.dedent(
 
     def put(store, workflow_id):
         head = heads.get(workflow_id, 0)
-        state = {{"wf": workflow_id, "seq": head + 1, "pad": "p" * (head % 5 * 600)}}
+        # A log that grows with the workflow: chunked (record format 2) once long enough, so
+        # gc frees chunks as it deletes, in the writers' and the collector's transactions.
+        log = [f"{{workflow_id}} entry {{n}} " * 12 for n in range(head % 24)]
+        state = {{"wf": workflow_id, "seq": head + 1, "pad": "p" * (head % 5 * 600), "log": log}}
         seq = store.put(workflow_id, state, step=head + 1, expect_seq=head).seq
         if seq != head + 1:
             sys.exit(f"{{workflow_id}}: put after {{head}} got seq {{seq}}")
@@ -494,6 +498,20 @@ def build_sized(path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     return {"max_size": live // 3}
 
 
+def build_chunked(path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Growing logs kept as chunks (record format 2), shared from checkpoint to checkpoint."""
+    with CheckpointStore(path, durability="async") as store:
+        for step in range(300):
+            with store.batch() as batch:
+                for n in range(12):
+                    log = [f"wf-{n} entry {i} " * 16 for i in range(8 + step % 40)]
+                    batch.put(f"wf-{n:02d}", {"step": step, "log": log})
+        for n in range(0, 12, 4):
+            store.set_status(f"wf-{n:02d}", "completed")
+        assert store.get("wf-01", 300).record_format == 2
+    return {"keep_last": 3}
+
+
 def contents(path: Path) -> Contents:
     with CheckpointStore(path, readonly=True) as store:
         return {
@@ -690,7 +708,9 @@ def run_killed_collections(case: Case, tmp_path: Path, rounds: int, seed: int) -
     )
 
 
-@pytest.mark.parametrize("build", [build_aged, build_sized], ids=["count-and-age", "size"])
+@pytest.mark.parametrize(
+    "build", [build_aged, build_sized, build_chunked], ids=["count-and-age", "size", "chunked"]
+)
 def test_a_killed_collection_leaves_a_consistent_store_and_a_rerun_finishes_it(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -701,7 +721,9 @@ def test_a_killed_collection_leaves_a_consistent_store_and_a_rerun_finishes_it(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("build", [build_aged, build_sized], ids=["count-and-age", "size"])
+@pytest.mark.parametrize(
+    "build", [build_aged, build_sized, build_chunked], ids=["count-and-age", "size", "chunked"]
+)
 def test_many_killed_collections(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,

@@ -28,7 +28,10 @@ WRITER = textwrap.dedent(
         head = 0 if latest is None else latest.seq
         print("ready", flush=True)
         while True:
-            state = {"seq": head + 1, "pad": "p" * (head % 7 * 500)}
+            # A list that grows for 40 puts then starts again: chunked (record format 2),
+            # extending the previous put's nodes, or flat after a restart or a reset.
+            messages = [f"message {n} of {workflow_id} " * 8 for n in range(8 + head % 40)]
+            state = {"seq": head + 1, "pad": "p" * (head % 7 * 500), "messages": messages}
             head = store.put(workflow_id, state, step=head + 1, expect_seq=head).seq
             print(head, flush=True)
     """

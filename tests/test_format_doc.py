@@ -6,7 +6,7 @@ import re
 import struct
 from pathlib import Path
 
-from lmdbstate import codec, records
+from lmdbstate import chunking, chunkstore, codec, migrations, records
 
 FORMAT_DOC = Path(__file__).parent.parent / "docs" / "format.md"
 _STRUCT_CODES = {("bytes", 2): "2s", ("u8", 1): "B", ("u32", 4): "I", ("u64", 8): "Q"}
@@ -47,8 +47,25 @@ def test_header_table_matches_the_struct() -> None:
 def test_documented_constants_match() -> None:
     rows = {row[0]: row for row in table_after("## Records")}
     assert f"`{records.MAGIC!r}`".replace("b'", 'b"').replace("'`", '"`') in rows["magic"][4]
-    assert rows["format"][4].endswith(str(records.FORMAT_VERSION))
-    assert f"Record format: **{records.FORMAT_VERSION}**" in FORMAT_DOC.read_text()
+    assert rows["format"][4].endswith(f"{records.FORMAT_VERSION} or {records.CHUNKED_FORMAT}")
+    text = FORMAT_DOC.read_text()
+    assert f"Record formats: **{records.FORMAT_VERSION}** (the state whole)" in text
+    assert f"and **{records.CHUNKED_FORMAT}** (its long lists as" in text
+    assert f"Store format: **{migrations.STORE_FORMAT}**" in text
+
+
+def test_chunk_constants_match() -> None:
+    text = FORMAT_DOC.read_text()
+    rows = {row[0]: row for row in table_after("## Chunks")}
+    assert rows["magic"][3] == f"`{chunkstore.MAGIC!r}`".replace("b'", 'b"').replace("'`", '"`')
+    assert rows["version"][3] == str(chunkstore.VERSION)
+    assert rows["flags"][3].startswith(f"bit {chunkstore.FLAG_NODE.bit_length() - 1}: ")
+    assert int(rows["payload"][1]) == chunkstore.HEADER_SIZE
+    assert (int(rows["refs"][1]), int(rows["refs"][2])) == (4, 4)
+    assert 2 ** (8 * int(rows["refs"][2])) - 1 == chunkstore.MAX_REFS
+    assert f"at least {chunking.INLINE_LIMIT // 1024} KiB (`chunking.INLINE_LIMIT`)" in text
+    assert f"at least {chunking.MIN_ITEMS} items (`chunking.MIN_ITEMS`)" in text
+    assert f"every {chunking.FLAT_EVERY}th node of a chain (`chunking.FLAT_EVERY`)" in text
 
 
 def test_extension_table_matches_the_codec() -> None:
@@ -57,8 +74,8 @@ def test_extension_table_matches_the_codec() -> None:
     in_code = {
         value: name.removeprefix("EXT_")
         for name, value in vars(codec).items()
-        if re.fullmatch(r"EXT_[A-Z]+", name)
+        if re.fullmatch(r"EXT_[A-Z_]+", name)
     }
     assert set(documented) == set(in_code)
     for code, python_type in documented.items():
-        assert python_type.split(".")[-1].lower() == in_code[code].lower(), code
+        assert python_type.split(".")[-1].lower() == in_code[code].replace("_", "").lower(), code

@@ -27,7 +27,7 @@ from lmdbstate.lmdbfile import (
     Skipped,
 )
 
-TABLES = (b"age", b"ckpt", b"meta", b"wf")
+TABLES = (b"age", b"chunk", b"ckpt", b"meta", b"wf")
 PAGE = 4096  # the page size LMDB picks on this platform (the OS page size)
 
 

@@ -31,6 +31,7 @@ from typer.testing import CliRunner
 import lmdbstate
 import lmdbstate.migrations
 import lmdbstate.store
+import lmdbstate.store_upgrades
 from lmdbstate import (
     CheckpointStore,
     DefinitionChangedError,
@@ -57,7 +58,7 @@ from .format0 import (
     dump,
     meta_value,
     register_format0_migration,
-    register_format1_to_2,
+    register_format2_to_3,
     sample_workflows,
     set_meta_format,
     sizeable_workflows,
@@ -72,8 +73,10 @@ SUBPROCESS_TIMEOUT = 60
 
 @pytest.fixture(autouse=True)
 def registry(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fresh, empty migration registries for each test: they are module-global."""
-    monkeypatch.setattr(lmdbstate.migrations, "_store_upgrades", {})
+    """Fresh migration registries for each test (they are module-global): lmdbstate's own."""
+    monkeypatch.setattr(
+        lmdbstate.migrations, "_store_upgrades", {1: lmdbstate.store_upgrades.split_long_lists}
+    )
     monkeypatch.setattr(lmdbstate.migrations, "_state_upgrades", {})
 
 
@@ -95,15 +98,16 @@ def backups_beside(path: Path) -> list[Path]:
 def assert_still_format0(before: dict[str, dict[bytes, bytes]], path: Path) -> None:
     """The store holds exactly what the format-0 writer wrote.
 
-    A writable open creates the tables format 1 has (an empty ``age``) before it looks at the
-    format: that alone is allowed.
+    A writable open creates the tables format 2 has (an empty ``age`` and ``chunk``) before it
+    looks at the format: that alone is allowed.
     """
     after = dump(path)
     assert meta_value(after, FORMAT) == 0
     for table in ("meta", "ckpt", "wf"):
         assert after[table] == before[table], f"table {table} changed"
-    assert after.get("age", {}) == {}
-    assert set(after) <= {"meta", "ckpt", "wf", "age"}
+    for table in ("age", "chunk"):
+        assert after.get(table, {}) == {}
+    assert set(after) <= {"meta", "ckpt", "wf", "age", "chunk"}
 
 
 def assert_content(store: CheckpointStore, workflows: list[Workflow0]) -> None:
@@ -138,12 +142,12 @@ def assert_content(store: CheckpointStore, workflows: list[Workflow0]) -> None:
 
 
 def assert_upgraded_meta(tables: dict[str, dict[bytes, bytes]]) -> list[dict[str, Any]]:
-    """``meta`` says format 1, with one 0 -> 1 history entry; returns the history."""
-    assert meta_value(tables, FORMAT) == 1
+    """``meta`` says format 2, with history entries 0 -> 1 and 1 -> 2; returns the history."""
+    assert meta_value(tables, FORMAT) == 2
     history: list[dict[str, Any]] = meta_value(tables, HISTORY)
-    assert [(entry["from"], entry["to"]) for entry in history] == [(0, 1)]
-    assert history[0]["by"] == lmdbstate.__version__
-    assert type(history[0]["at_ns"]) is int
+    assert [(entry["from"], entry["to"]) for entry in history] == [(0, 1), (1, 2)]
+    assert all(entry["by"] == lmdbstate.__version__ for entry in history)
+    assert all(type(entry["at_ns"]) is int for entry in history)
     return history
 
 
@@ -188,7 +192,7 @@ def test_writable_open_backs_up_then_upgrades_format0(format0: Path) -> None:
         assert report.ok, report
         assert report.records == sum(len(w.records) for w in sample_workflows())
         stats = store.stats()
-        assert stats.format_version == 1
+        assert stats.format_version == 2
         saves = [r.saved_ns for w in sample_workflows() for r in w.records]
         assert (stats.oldest_ns, stats.newest_ns) == (min(saves), max(saves))
         # Puts continue after the highest seq given out, deleted ones included.
@@ -226,9 +230,10 @@ def test_migrate_store_check_reports_steps_and_writes_nothing(format0: Path) -> 
     listing = sorted(os.listdir(format0.parent))
     report = migrate_store(format0, check=True)
     assert report.check
-    assert (report.from_version, report.to_version) == (0, 1)
-    (step,) = report.steps
+    assert (report.from_version, report.to_version) == (0, 2)
+    step, ours = report.steps
     assert (step.from_version, step.to_version) == (0, 1)
+    assert (ours.from_version, ours.to_version, ours.name) == (1, 2, "split_long_lists")
     assert step.name == function.__name__
     assert step.description == MIGRATION_DOC
     assert report.backup_path is None
@@ -245,8 +250,8 @@ def test_migrate_store_upgrades_with_backup_where_asked_and_then_is_a_no_op(
     target = tmp_path / "elsewhere" / "copy"
     report = migrate_store(format0, backup_dir=target)
     assert not report.check
-    assert (report.from_version, report.to_version) == (0, 1)
-    assert [(s.from_version, s.to_version) for s in report.steps] == [(0, 1)]
+    assert (report.from_version, report.to_version) == (0, 2)
+    assert [(s.from_version, s.to_version) for s in report.steps] == [(0, 1), (1, 2)]
     assert report.backup_path == str(target)
     saved = dump(target)
     assert meta_value(saved, FORMAT) == 0
@@ -259,11 +264,11 @@ def test_migrate_store_upgrades_with_backup_where_asked_and_then_is_a_no_op(
 
     sha = data_sha(format0)
     again = migrate_store(format0, backup_dir=tmp_path / "unused")
-    assert (again.from_version, again.to_version, again.steps) == (1, 1, ())
+    assert (again.from_version, again.to_version, again.steps) == (2, 2, ())
     assert again.backup_path is None
     assert not (tmp_path / "unused").exists()
     assert data_sha(format0) == sha
-    assert len(meta_value(dump(format0), HISTORY)) == 1
+    assert len(meta_value(dump(format0), HISTORY)) == 2
 
 
 # -- refusals ---------------------------------------------------------------------------------
@@ -277,7 +282,7 @@ def test_auto_migrate_false_refuses_and_names_the_command(format0: Path) -> None
     assert "lmdbstate migrate" in caught.value.hint
     message = str(caught.value).replace(str(format0.resolve()), "STORE")
     assert "format 0" in message
-    assert re.search(r"\b1\b", message), message
+    assert re.search(r"\b2\b", message), message
     assert_still_format0(before, format0)
     assert backups_beside(format0) == []
 
@@ -328,7 +333,7 @@ def test_future_format_is_refused(store_path: Path, readonly: bool) -> None:
         CheckpointStore(store_path, readonly=readonly)
     message = str(caught.value).replace(str(store_path.resolve()), "STORE")
     assert "format 99" in message
-    assert re.search(r"\b1\b", message), message
+    assert re.search(r"\b2\b", message), message
     assert data_sha(store_path) == sha
     with pytest.raises(UnsupportedFormatError):
         migrate_store(store_path, check=True)
@@ -388,14 +393,14 @@ def test_a_second_registration_is_refused() -> None:
 
 # Opens the store for writing with the format-0 migration registered, pausing (printing
 # "paused") halfway through the records of the step given as argv[3]; with argv[2] == "2" the
-# store format is moved to 2 and the step 1 -> 2 of ``register_format1_to_2`` added.
+# store format is moved to 3 and the step 2 -> 3 of ``register_format2_to_3`` added.
 UPGRADER = textwrap.dedent(
     """
     import sys, time
     import lmdbstate.migrations, lmdbstate.store
     from lmdbstate import CheckpointStore
     from tests.format0 import register_format0_migration
-    from tests.format0 import register_format1_to_2
+    from tests.format0 import register_format2_to_3
 
     path, target, paused_step = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 
@@ -405,10 +410,10 @@ UPGRADER = textwrap.dedent(
             time.sleep(120)
 
     register_format0_migration(on_record=pause if paused_step == 0 else None)
-    if target == 2:
-        lmdbstate.migrations.STORE_FORMAT = 2
-        lmdbstate.store.STORE_FORMAT = 2
-        register_format1_to_2(on_record=pause if paused_step == 1 else None)
+    if target == 3:
+        lmdbstate.migrations.STORE_FORMAT = 3
+        lmdbstate.store.STORE_FORMAT = 3
+        register_format2_to_3(on_record=pause if paused_step == 2 else None)
     CheckpointStore(path).close()
     print("done", flush=True)
     """
@@ -440,7 +445,7 @@ def test_sigkill_mid_upgrade_leaves_format0_and_a_rerun_upgrades(
     store_path: Path, sizeable: list[Workflow0], tmp_path: Path
 ) -> None:
     before = dump(store_path)
-    kill_when_paused(store_path, target=1, paused_step=0)
+    kill_when_paused(store_path, target=2, paused_step=0)
     assert_still_format0(before, store_path)
     # The killed process had taken its backup before it began.
     (backup,) = backups_beside(store_path)
@@ -448,7 +453,7 @@ def test_sigkill_mid_upgrade_leaves_format0_and_a_rerun_upgrades(
 
     register_format0_migration()
     report = migrate_store(store_path, backup_dir=tmp_path / "rerun-backup")
-    assert [(s.from_version, s.to_version) for s in report.steps] == [(0, 1)]
+    assert [(s.from_version, s.to_version) for s in report.steps] == [(0, 1), (1, 2)]
     assert_upgraded_meta(dump(store_path))
     with CheckpointStore(store_path) as store:
         assert store.verify(deep=True).ok
@@ -479,30 +484,30 @@ def test_sigkill_in_the_second_step_of_a_chain_resumes_at_that_step(
     store_path: Path, sizeable: list[Workflow0], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     before = dump(store_path)
-    kill_when_paused(store_path, target=2, paused_step=1)
-    # Step 0 -> 1 committed with its bookkeeping; step 1 -> 2 left nothing.
+    kill_when_paused(store_path, target=3, paused_step=2)
+    # Steps 0 -> 1 and 1 -> 2 committed with their bookkeeping; step 2 -> 3 left nothing.
     tables = dump(store_path)
     assert_upgraded_meta(tables)
-    assert b"format2_seen" not in tables["meta"]
-    assert b"format2_records" not in tables["meta"]
+    assert b"format3_seen" not in tables["meta"]
+    assert b"format3_records" not in tables["meta"]
     assert tables["ckpt"].keys() == before["ckpt"].keys()
     assert all(record[:3] == b"LS\x01" for record in tables["ckpt"].values())
 
-    monkeypatch.setattr(lmdbstate.migrations, "STORE_FORMAT", 2)
-    monkeypatch.setattr(lmdbstate.store, "STORE_FORMAT", 2)
+    monkeypatch.setattr(lmdbstate.migrations, "STORE_FORMAT", 3)
+    monkeypatch.setattr(lmdbstate.store, "STORE_FORMAT", 3)
     first: list[int] = []
     register_format0_migration(on_record=lambda index, total: first.append(index))
-    second = register_format1_to_2()
+    third = register_format2_to_3()
     report = migrate_store(store_path, backup_dir=tmp_path / "rerun-backup")
-    assert (report.from_version, report.to_version) == (1, 2)
-    assert [(s.from_version, s.to_version) for s in report.steps] == [(1, 2)]
-    assert first == []  # the step that committed is not run again
-    assert second == [1]
+    assert (report.from_version, report.to_version) == (2, 3)
+    assert [(s.from_version, s.to_version) for s in report.steps] == [(2, 3)]
+    assert first == []  # the steps that committed are not run again
+    assert third == [1]
     tables = dump(store_path)
-    assert meta_value(tables, FORMAT) == 2
+    assert meta_value(tables, FORMAT) == 3
     history = meta_value(tables, HISTORY)
-    assert [(entry["from"], entry["to"]) for entry in history] == [(0, 1), (1, 2)]
-    assert meta_value(tables, b"format2_records") == len(before["ckpt"])
+    assert [(entry["from"], entry["to"]) for entry in history] == [(0, 1), (1, 2), (2, 3)]
+    assert meta_value(tables, b"format3_records") == len(before["ckpt"])
     with CheckpointStore(store_path) as store:
         assert store.verify(deep=True).ok
         assert_content(store, sizeable)
@@ -921,7 +926,7 @@ def test_cli_migrate_upgrades_the_store_format(
     before = data_sha(format0)
     result = runner.invoke(app, ["--store", str(format0), "migrate", "--check", "--import", module])
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith(f"would upgrade store {format0} from format 0 to 1\n")
+    assert result.stdout.startswith(f"would upgrade store {format0} from format 0 to 2\n")
     assert "0 -> 1: format0_to_1" in result.stdout
     assert data_sha(format0) == before
     backup = tmp_path / "copy"
@@ -930,13 +935,13 @@ def test_cli_migrate_upgrades_the_store_format(
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert (report["from_version"], report["to_version"], report["check"]) == (0, 1, False)
+    assert (report["from_version"], report["to_version"], report["check"]) == (0, 2, False)
     assert report["backup_path"] == str(backup)
-    assert [step["name"] for step in report["steps"]] == ["format0_to_1"]
+    assert [step["name"] for step in report["steps"]] == ["format0_to_1", "split_long_lists"]
     assert meta_value(dump(backup), FORMAT) == 0
-    assert meta_value(dump(format0), FORMAT) == 1
+    assert meta_value(dump(format0), FORMAT) == 2
     result = runner.invoke(app, ["--store", str(format0), "migrate"])
-    assert result.stdout == f"store {format0} has format 1: nothing to upgrade\n"
+    assert result.stdout == f"store {format0} has format 2: nothing to upgrade\n"
 
 
 def test_cli_migrate_refuses_what_it_cannot_upgrade(runner: CliRunner, format0: Path) -> None:

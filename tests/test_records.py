@@ -16,6 +16,8 @@ from lmdbstate.records import (
     decode_body_without_state,
     digest,
     encode_body,
+    is_chunked,
+    record_format,
 )
 
 KEY = checkpoint_key(b"wf", 7)
@@ -79,13 +81,23 @@ def test_malformed_records_say_why(record: bytes, reason: str) -> None:
         check(KEY, record)
 
 
-def test_a_whole_record_of_another_format_is_refused() -> None:
-    # A record whose digest holds but whose format byte is not 1: rebuilt by hand.
+@pytest.mark.parametrize("version", [0, 3, 255])
+def test_a_whole_record_of_another_format_is_refused(version: int) -> None:
+    # A record whose digest holds but whose format byte is neither 1 nor 2: rebuilt by hand.
     record = bytearray(build(KEY, b"body", 1))
-    record[2] = 2
+    record[2] = version
     record[4:12] = digest(KEY, bytes(record[:4]), bytes(record[12:])).to_bytes(8, "little")
-    with pytest.raises(IntegrityError, match="format 2"):
+    with pytest.raises(IntegrityError, match=f"format {version} "):
         check(KEY, bytes(record))
+
+
+def test_records_of_both_formats_check_and_say_which() -> None:
+    whole = build(KEY, b"body", 1)
+    chunked = build(KEY, b"body", 1, chunked=True)
+    assert (record_format(whole), record_format(chunked)) == (1, 2)
+    assert (is_chunked(whole), is_chunked(chunked)) == (False, True)
+    assert whole[4:12] != chunked[4:12]  # the format byte is under the digest
+    assert bytes(check(KEY, chunked)[2]) == b"body"
 
 
 def test_large_bodies_use_the_same_digest() -> None:

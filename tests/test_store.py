@@ -304,7 +304,7 @@ def test_stats_counts(store: CheckpointStore) -> None:
     assert stats.newest_ns is not None
     assert stats.oldest_ns <= stats.newest_ns
     assert stats.record_bytes < stats.live_bytes
-    assert stats.format_version == 1
+    assert stats.format_version == 2
     if store.path == MEMORY_PATH:  # no file, no pages, no reader slots
         assert stats.file_bytes == stats.page_size == stats.map_size == stats.max_readers == 0
     else:

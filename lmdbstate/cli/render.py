@@ -223,6 +223,7 @@ def checkpoint(ckpt: Checkpoint, *, as_json: bool) -> None:
     if as_json:
         data = _info_dict(ckpt.info)
         data["digest_ok"] = True
+        data["record_format"] = ckpt.record_format
         data["meta"] = to_jsonable(ckpt.meta)
         data["state"] = to_jsonable(ckpt.state)
         emit_json(data)
@@ -237,6 +238,7 @@ def checkpoint(ckpt: Checkpoint, *, as_json: bool) -> None:
         ("created", timestamp(ckpt.created_ns)),
         ("size", human_bytes(ckpt.size)),
         ("digest", f"{ckpt.digest:016x} ok"),
+        ("format", "2 (lists in chunks)" if ckpt.record_format == 2 else str(ckpt.record_format)),
     ]
     for name, value in rows:
         table.add_row(_label(name), value)
@@ -482,6 +484,10 @@ def verify_report(report: VerifyReport, *, as_json: bool) -> None:
         message(f"{len(report.index_problems)} index problems:")
         rows = ((p.table, p.workflow_id, p.reason) for p in report.index_problems)
         _table(("index", Column("workflow", overflow="fold"), "problem"), rows, empty="")
+    if report.chunk_problems:
+        message(f"{len(report.chunk_problems)} chunk problems (of {report.chunks} chunks):")
+        for problem in report.chunk_problems:
+            message(f"  {problem}")
     if not report.ok:
         message("`lmdbstate repair` backs the store up, then removes the damage.")
 
@@ -495,7 +501,9 @@ def repair_report(report: RepairReport, *, as_json: bool) -> None:
         message(f"backup: {report.backup_path}")
     message(
         f"removed {len(report.removed)} damaged checkpoints; rebuilt {report.workflows_rebuilt} "
-        f"workflow entries; added {report.age_added} and removed {report.age_removed} age entries"
+        f"workflow entries; added {report.age_added} and removed {report.age_removed} age "
+        f"entries; rewrote {report.chunk_counts_fixed} chunk reference counts and removed "
+        f"{report.chunks_removed} unreferenced chunks"
     )
     if report.removed:
         _damaged_table(report.removed)

@@ -1,0 +1,327 @@
+"""Record format 2's chunk table: chunks kept once, with reference counts (see chunking.py).
+
+The ``chunk`` table, changed only inside the write transactions that add or remove references:
+key, the chunk's xxh3-128 (16 bytes); value, ``b"LC"``, a version byte (1), a flags byte, how
+many records and nodes reference the chunk (4 bytes, big-endian), then the payload.
+
+Flags: bit 0, the payload is a list node (it references other chunks); bit 1, the payload is
+compressed with zstd (the ``zstd`` extra; the key is the digest of the uncompressed bytes). A
+chunk whose count reaches 0 is deleted in the same transaction, and a node's references go with
+it. The key is the digest of the payload, so reading a chunk checks it completely.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from . import chunking
+from .chunking import Chunked
+from .errors import CodecError, ConfigError, StoreError, UnsupportedFormatError
+from .kv import CHUNK, ReadTxn, WriteTxn
+
+MAGIC = b"LC"
+VERSION = 1
+FLAG_NODE = 1
+FLAG_ZSTD = 2
+KNOWN_FLAGS = FLAG_NODE | FLAG_ZSTD
+HEADER_SIZE = 8
+MAX_REFS = (1 << 32) - 1
+COMPRESS_MIN = 64
+"""Element payloads shorter than this are never compressed: zstd's frame costs more."""
+ZSTD_LEVEL = 3
+COMPRESSIONS = (None, "zstd")
+ZSTD_HINT = "pip install 'lmdbstate[zstd]' (the zstandard package)"
+
+
+def _zstd() -> Any:
+    """The zstandard module.
+
+    Raises:
+        UnsupportedFormatError: it is not installed.
+    """
+    try:
+        import zstandard
+    except ImportError:
+        raise UnsupportedFormatError(
+            "this store holds chunks compressed with zstd, and the zstandard package is not "
+            "installed",
+            hint=ZSTD_HINT,
+        ) from None
+    return zstandard
+
+
+def check_compression(compression: object) -> None:
+    """Refuse an unknown compression, or zstd without the package that does it.
+
+    Raises:
+        ConfigError: either.
+    """
+    if compression not in COMPRESSIONS:
+        raise ConfigError(f"compression must be None or 'zstd', not {compression!r}")
+    if compression == "zstd":
+        try:
+            _zstd()
+        except UnsupportedFormatError:
+            raise ConfigError(
+                "compression='zstd' needs the zstandard package", hint=ZSTD_HINT
+            ) from None
+
+
+def _stored(data: bytes, flags: int, compress: bool) -> bytes:
+    """A new chunk's table value, one reference: header and payload, compressed when smaller."""
+    if compress and len(data) >= COMPRESS_MIN and not flags & FLAG_NODE:
+        packed: bytes = _zstd().ZstdCompressor(level=ZSTD_LEVEL).compress(data)
+        if len(packed) < len(data):
+            data, flags = packed, flags | FLAG_ZSTD
+    return b"".join((MAGIC, bytes((VERSION, flags)), (1).to_bytes(4, "big"), data))
+
+
+def refs_of(stored: bytes | memoryview) -> int:
+    """The reference count in a chunk's table value."""
+    return int.from_bytes(stored[4:HEADER_SIZE], "big")
+
+
+def with_refs(stored: bytes | memoryview, refs: int) -> bytes:
+    """A chunk's table value with its reference count set to ``refs``.
+
+    Raises:
+        StoreError: more references than the count holds.
+    """
+    if refs > MAX_REFS:
+        raise StoreError(f"a chunk would be referenced more than {MAX_REFS} times")
+    return b"".join((stored[:4], refs.to_bytes(4, "big"), stored[HEADER_SIZE:]))
+
+
+def _payload_of(digest: bytes, stored: bytes | memoryview) -> bytes:
+    """The payload of a chunk's table value, decompressed, checked against ``digest``.
+
+    Raises:
+        ChunkDamagedError: a malformed header, a frame that does not decompress, or bytes that
+            fail the digest.
+        UnsupportedFormatError: the chunk is compressed and zstandard is not installed.
+    """
+    if len(stored) < HEADER_SIZE or stored[:2] != MAGIC or stored[2] != VERSION:
+        raise ChunkDamagedError(digest, "not a chunk (bad header)")
+    flags = stored[3]
+    if flags & ~KNOWN_FLAGS:
+        raise ChunkDamagedError(digest, f"unknown flags {flags:#04x}")
+    data = bytes(stored[HEADER_SIZE:])
+    if flags & FLAG_ZSTD:
+        zstandard = _zstd()
+        try:
+            data = zstandard.ZstdDecompressor().decompress(data)
+        except zstandard.ZstdError as exc:
+            raise ChunkDamagedError(digest, f"does not decompress: {exc}") from exc
+    if chunking.digest_of(data) != digest:
+        raise ChunkDamagedError(digest, "digest mismatch")
+    return data
+
+
+class ChunkDamagedError(Exception):
+    """A chunk is missing or fails its digest; the caller turns it into ``IntegrityError``."""
+
+    def __init__(self, digest: bytes, reason: str) -> None:
+        super().__init__(f"chunk {digest.hex()}: {reason}")
+        self.digest = digest
+        self.reason = reason
+
+
+def payload(txn: ReadTxn, digest: bytes) -> bytes:
+    """A chunk's payload, checked against its digest.
+
+    Raises:
+        ChunkDamagedError: the chunk is missing, malformed, or its bytes fail the digest.
+        UnsupportedFormatError: the chunk is compressed and zstandard is not installed.
+    """
+    stored = txn.get(CHUNK, digest)
+    if stored is None:
+        raise ChunkDamagedError(digest, "missing")
+    return _payload_of(digest, stored)
+
+
+class ChunkCache:
+    """Chunks a store read and checked, or wrote and committed, kept in memory by digest.
+
+    A chunk's key is the digest of its bytes, so a cached chunk is never stale: whatever
+    record names the digest names these bytes. Also keeps each list node's expanded element
+    digests. The least recently used go first once ``max_bytes`` is reached; 0 keeps nothing.
+    Reads from the cache skip the table and the hash: the bytes were checked when they came in.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[bytes, bytes | tuple[bytes, ...]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: bytes) -> bytes | tuple[bytes, ...] | None:
+        """What is kept under ``key``, or None.
+
+        A chunk's payload under its 16-byte digest, a list's element digests under ``b"L"`` and
+        its node's digest, the list packed under ``b"P"`` and the same.
+        """
+        with self._lock:
+            value = self._entries.get(key)
+            if value is not None:
+                self._entries.move_to_end(key)
+            return value
+
+    def put(self, key: bytes, value: bytes | tuple[bytes, ...]) -> None:
+        """Keep ``value`` under ``key`` (see ``get``)."""
+        size = _size(value)
+        if size > self.max_bytes:
+            return
+        with self._lock:
+            if key in self._entries:
+                return
+            self._entries[key] = value
+            self._bytes += size
+            while self._bytes > self.max_bytes:
+                _, dropped = self._entries.popitem(last=False)
+                self._bytes -= _size(dropped)
+
+    def keep(self, made: Chunked) -> None:
+        """Keep what a committed put wrote: each list, packed, and its element digests."""
+        for node in made.lists.values():
+            self.put(b"L" + node.digest, node.items)
+            self.put(b"P" + node.digest, made.packed[node.digest])
+
+    def clear(self) -> None:
+        """Drop everything (the store was restored from elsewhere, or closed)."""
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0
+
+
+def _size(value: bytes | tuple[bytes, ...]) -> int:
+    return 64 + (len(value) if type(value) is bytes else chunking.DIGEST_SIZE * len(value))
+
+
+class Reader:
+    """``chunking.ChunkSource`` over a read transaction, through a ``ChunkCache``."""
+
+    __slots__ = ("_cache", "_txn")
+
+    def __init__(self, txn: ReadTxn, cache: ChunkCache) -> None:
+        self._txn = txn
+        self._cache = cache
+
+    def payload(self, digest: bytes) -> bytes:
+        """A chunk's bytes, checked against ``digest`` unless the cache has them.
+
+        Raises:
+            ChunkDamagedError: the chunk is missing or damaged.
+        """
+        cached = self._cache.get(digest)
+        if type(cached) is bytes:
+            return cached
+        data = payload(self._txn, digest)
+        self._cache.put(digest, data)
+        return data
+
+    def items(self, node: bytes) -> Sequence[bytes]:
+        """Every element digest of the list whose node is ``node``.
+
+        Raises:
+            ChunkDamagedError: a node is missing or damaged.
+            CodecError: a node does not decode.
+        """
+        cached = self._cache.get(b"L" + node)
+        if type(cached) is tuple:
+            return cached
+        items = tuple(chunking.list_items(node, self.payload))
+        self._cache.put(b"L" + node, items)
+        return items
+
+    def packed_list(self, node: bytes) -> bytes:
+        """The list whose node is ``node``, packed: array header, then its elements' bytes.
+
+        Raises:
+            ChunkDamagedError: a chunk is missing or damaged.
+            CodecError: a node does not decode.
+        """
+        cached = self._cache.get(b"P" + node)
+        if type(cached) is bytes:
+            return cached
+        packed = chunking.pack_list(self.items(node), self.payload)
+        self._cache.put(b"P" + node, packed)
+        return packed
+
+
+def is_whole(digest: bytes, stored: bytes | memoryview) -> bool:
+    """Whether ``stored`` is a chunk value whose payload matches the key ``digest``.
+
+    Raises:
+        UnsupportedFormatError: it is compressed and zstandard is not installed.
+    """
+    if len(digest) != chunking.DIGEST_SIZE:
+        return False
+    try:
+        _payload_of(digest, stored)
+    except ChunkDamagedError:
+        return False
+    return True
+
+
+def count(txn: ReadTxn, digest: bytes) -> int:
+    """How many references the chunk has (0: it is not stored)."""
+    stored = txn.get(CHUNK, digest)
+    return 0 if stored is None else refs_of(stored)
+
+
+def acquire(txn: WriteTxn, refs: Iterable[bytes], made: Chunked, *, compress: bool = False) -> int:
+    """Add one reference to each chunk of ``refs``, storing those not stored yet from ``made``.
+
+    A node stored now references its own chunks in turn. Returns the bytes stored. With
+    ``compress``, element chunks stored now are compressed with zstd when that saves bytes.
+
+    Raises:
+        KeyError: a chunk to store is not in ``made`` (a node it extends was deleted since the
+            split: split again, flat).
+    """
+    written = 0
+    pending = list(refs)
+    while pending:
+        digest = pending.pop()
+        stored = txn.get(CHUNK, digest)
+        if stored is not None:
+            txn.put(CHUNK, digest, with_refs(stored, refs_of(stored) + 1))
+            continue
+        links = made.links.get(digest)
+        value = _stored(made.chunks[digest], FLAG_NODE if links is not None else 0, compress)
+        txn.put(CHUNK, digest, value)
+        written += len(value)
+        pending.extend(links or ())
+    return written
+
+
+def release(txn: WriteTxn, refs: Iterable[bytes]) -> int:
+    """Drop one reference from each chunk of ``refs``; delete those left unreferenced.
+
+    A node deleted drops its own references in turn. Returns the chunks deleted.
+    """
+    deleted = 0
+    pending = list(refs)
+    while pending:
+        digest = pending.pop()
+        stored = txn.get(CHUNK, digest)
+        if stored is None:
+            continue  # already gone (a damaged store): nothing to drop
+        held = refs_of(stored)
+        if held > 1:
+            txn.put(CHUNK, digest, with_refs(stored, held - 1))
+            continue
+        txn.delete(CHUNK, digest)
+        deleted += 1
+        if len(stored) >= HEADER_SIZE and stored[3] & FLAG_NODE:
+            try:
+                previous, items = chunking.decode_node(bytes(stored[HEADER_SIZE:]))
+            except CodecError:
+                continue  # a damaged node: its chunks stay, and verify counts them as leaked
+            pending.extend(items)
+            if previous is not None:
+                pending.append(previous)
+    return deleted
