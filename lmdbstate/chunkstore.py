@@ -15,13 +15,14 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from . import chunking
 from .chunking import Chunked
 from .errors import CodecError, ConfigError, StoreError, UnsupportedFormatError
 from .kv import CHUNK, ReadTxn, WriteTxn
 
+T = TypeVar("T", bytes, tuple[bytes, ...])
 MAGIC = b"LC"
 VERSION = 1
 FLAG_NODE = 1
@@ -218,9 +219,7 @@ class Reader:
         cached = self._cache.get(digest)
         if type(cached) is bytes:
             return cached
-        data = payload(self._txn, digest)
-        self._cache.put(digest, data)
-        return data
+        return self._kept(digest, payload(self._txn, digest))
 
     def items(self, node: bytes) -> Sequence[bytes]:
         """Every element digest of the list whose node is ``node``.
@@ -232,9 +231,7 @@ class Reader:
         cached = self._cache.get(b"L" + node)
         if type(cached) is tuple:
             return cached
-        items = tuple(chunking.list_items(node, self.payload))
-        self._cache.put(b"L" + node, items)
-        return items
+        return self._kept(b"L" + node, tuple(chunking.list_items(node, self.payload)))
 
     def packed_list(self, node: bytes) -> bytes:
         """The list whose node is ``node``, packed: array header, then its elements' bytes.
@@ -246,9 +243,11 @@ class Reader:
         cached = self._cache.get(b"P" + node)
         if type(cached) is bytes:
             return cached
-        packed = chunking.pack_list(self.items(node), self.payload)
-        self._cache.put(b"P" + node, packed)
-        return packed
+        return self._kept(b"P" + node, chunking.pack_list(self.items(node), self.payload))
+
+    def _kept(self, key: bytes, value: T) -> T:
+        self._cache.put(key, value)
+        return value
 
 
 def is_whole(digest: bytes, stored: bytes | memoryview) -> bool:

@@ -14,23 +14,15 @@ from lmdbstate.kv import CHUNK, ReadTxn, WriteTxn
 from lmdbstate.memory import MemoryBackend
 from lmdbstate.records import encode_body
 
+from .chunk_oracle import node_references, stored_counts
+
 
 def recount(txn: ReadTxn, records: list[tuple[bytes, ...]]) -> Counter[bytes]:
     """References by walking from the records: each record's nodes, each stored node's links."""
-    counts: Counter[bytes] = Counter()
+    counts = node_references(txn)
     for refs in records:
         counts.update(refs)
-    for _digest, stored in txn.scan(CHUNK):
-        if stored[3] & chunkstore.FLAG_NODE:
-            previous, items = chunking.decode_node(bytes(stored[chunkstore.HEADER_SIZE :]))
-            counts.update(items)
-            if previous is not None:
-                counts[previous] += 1
     return counts
-
-
-def stored_counts(txn: ReadTxn) -> Counter[bytes]:
-    return Counter({key: chunkstore.refs_of(value) for key, value in txn.scan(CHUNK)})
 
 
 class Workflow:
