@@ -5,6 +5,9 @@ from __future__ import annotations
 import random
 from collections import Counter
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from lmdbstate import CheckpointStore, RetentionPolicy
 from lmdbstate.kv import CHUNK, CKPT, ReadTxn
 from lmdbstate.records import HEADER_SIZE, chunk_refs, is_chunked
@@ -49,3 +52,49 @@ def test_growing_histories_read_back_and_their_chunks_go_with_them(store: Checkp
         store.delete(workflow_id)
     assert store._read_txn(lambda txn: txn.count(CHUNK)) == 0
     assert store.verify().ok
+
+
+OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("put"), st.integers(0, 2), st.integers(1, 3)),
+        st.tuples(st.just("delete"), st.integers(0, 2), st.integers(0, 40)),
+        st.tuples(st.just("gc"), st.integers(1, 4), st.just(0)),
+        st.tuples(st.just("drop"), st.integers(0, 2), st.just(0)),
+    ),
+    max_size=50,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(OPS)
+def test_any_puts_deletes_and_collections_keep_counts_and_every_state(
+    ops: list[tuple[str, int, int]],
+) -> None:
+    """Shared chunks survive deleting any subset of checkpoints; counts equal a recount."""
+    with CheckpointStore(":memory:") as store:
+        histories: dict[str, list[str]] = {f"chat-{n}": [] for n in range(3)}
+        written: dict[tuple[str, int], dict[str, object]] = {}
+        for op, which, amount in ops:
+            workflow_id = f"chat-{which}"
+            if op == "put":
+                messages = histories[workflow_id]
+                if amount == 3:
+                    del messages[: len(messages) // 2]  # not an extension: a flat node
+                messages.extend(f"{workflow_id} {len(messages) + n} " * 30 for n in range(amount))
+                state = {"messages": list(messages), "n": len(messages)}
+                written[workflow_id, store.put(workflow_id, state).seq] = state
+            elif op == "delete" and (workflow_id, amount) in written:
+                store.delete(workflow_id, seq=amount)
+                del written[workflow_id, amount]
+            elif op == "gc":
+                report = store.gc(RetentionPolicy(keep_last=which))
+                for gone in report.deletions:
+                    del written[gone.workflow_id, gone.seq]
+            elif op == "drop" and any(w == workflow_id for w, _ in written):
+                store.delete(workflow_id)
+                written = {key: s for key, s in written.items() if key[0] != workflow_id}
+                histories[workflow_id] = []
+            assert store._read_txn(stored_counts) == +store._read_txn(recount)
+        for (workflow_id, seq), state in written.items():
+            assert store.get(workflow_id, seq).state == state
+        assert store.verify(deep=True).ok
