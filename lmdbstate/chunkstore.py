@@ -13,14 +13,14 @@ it. The key is the digest of the payload, so reading a chunk checks it completel
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 
 from . import chunking
 from .chunking import Chunked
 from .errors import CodecError, ConfigError, StoreError, UnsupportedFormatError
-from .kv import CHUNK, ReadTxn, WriteTxn
+from .kv import CHUNK, ReadTxn, WriteTxn, get_many
 
 T = TypeVar("T", bytes, tuple[bytes, ...])
 MAGIC = b"LC"
@@ -243,7 +243,19 @@ class Reader:
         cached = self._cache.get(b"P" + node)
         if type(cached) is bytes:
             return cached
-        return self._kept(b"P" + node, chunking.pack_list(self.items(node), self.payload))
+        items = self.items(node)
+        payloads: dict[bytes, bytes] = {}
+        for item in items:
+            cached = self._cache.get(item)
+            if type(cached) is bytes:
+                payloads[item] = cached
+        missing = [item for item in dict.fromkeys(items) if item not in payloads]
+        fetched = get_many(self._txn, CHUNK, missing)  # one query for them all on PostgreSQL
+        for item in missing:
+            if item not in fetched:
+                raise ChunkDamagedError(item, "missing")
+            payloads[item] = self._kept(item, _payload_of(item, fetched[item]))
+        return self._kept(b"P" + node, chunking.pack_list(items, payloads.__getitem__))
 
     def _kept(self, key: bytes, value: T) -> T:
         self._cache.put(key, value)
@@ -265,62 +277,64 @@ def is_whole(digest: bytes, stored: bytes | memoryview) -> bool:
     return True
 
 
-def count(txn: ReadTxn, digest: bytes) -> int:
-    """How many references the chunk has (0: it is not stored)."""
-    stored = txn.get(CHUNK, digest)
-    return 0 if stored is None else refs_of(stored)
-
-
 def acquire(txn: WriteTxn, refs: Iterable[bytes], made: Chunked, *, compress: bool = False) -> int:
     """Add one reference to each chunk of ``refs``, storing those not stored yet from ``made``.
 
     A node stored now references its own chunks in turn. Returns the bytes stored. With
     ``compress``, element chunks stored now are compressed with zstd when that saves bytes.
+    The chunks are read a level of references at a time (one query each on PostgreSQL).
 
     Raises:
         KeyError: a chunk to store is not in ``made`` (a node it extends was deleted since the
             split: split again, flat).
     """
     written = 0
-    pending = list(refs)
-    while pending:
-        digest = pending.pop()
-        stored = txn.get(CHUNK, digest)
-        if stored is not None:
-            txn.put(CHUNK, digest, with_refs(stored, refs_of(stored) + 1))
-            continue
-        links = made.links.get(digest)
-        value = _stored(made.chunks[digest], FLAG_NODE if links is not None else 0, compress)
-        txn.put(CHUNK, digest, value)
-        written += len(value)
-        pending.extend(links or ())
+    level = Counter(refs)
+    while level:
+        stored = get_many(txn, CHUNK, level)
+        below: Counter[bytes] = Counter()
+        for digest, added in level.items():
+            value = stored.get(digest)
+            if value is not None:
+                txn.put(CHUNK, digest, with_refs(value, refs_of(value) + added))
+                continue
+            links = made.links.get(digest)
+            value = _stored(made.chunks[digest], FLAG_NODE if links is not None else 0, compress)
+            txn.put(CHUNK, digest, with_refs(value, added))
+            written += len(value)
+            below.update(links or ())
+        level = below
     return written
 
 
 def release(txn: WriteTxn, refs: Iterable[bytes]) -> int:
     """Drop one reference from each chunk of ``refs``; delete those left unreferenced.
 
-    A node deleted drops its own references in turn. Returns the chunks deleted.
+    A node deleted drops its own references in turn, a level at a time. Returns the chunks
+    deleted.
     """
     deleted = 0
-    pending = list(refs)
-    while pending:
-        digest = pending.pop()
-        stored = txn.get(CHUNK, digest)
-        if stored is None:
-            continue  # already gone (a damaged store): nothing to drop
-        held = refs_of(stored)
-        if held > 1:
-            txn.put(CHUNK, digest, with_refs(stored, held - 1))
-            continue
-        txn.delete(CHUNK, digest)
-        deleted += 1
-        if len(stored) >= HEADER_SIZE and stored[3] & FLAG_NODE:
-            try:
-                previous, items = chunking.decode_node(bytes(stored[HEADER_SIZE:]))
-            except CodecError:
-                continue  # a damaged node: its chunks stay, and verify counts them as leaked
-            pending.extend(items)
-            if previous is not None:
-                pending.append(previous)
+    level = Counter(refs)
+    while level:
+        stored = get_many(txn, CHUNK, level)
+        below: Counter[bytes] = Counter()
+        for digest, dropped in level.items():
+            value = stored.get(digest)
+            if value is None:
+                continue  # already gone (a damaged store): nothing to drop
+            held = refs_of(value)
+            if held > dropped:
+                txn.put(CHUNK, digest, with_refs(value, held - dropped))
+                continue
+            txn.delete(CHUNK, digest)
+            deleted += 1
+            if len(value) >= HEADER_SIZE and value[3] & FLAG_NODE:
+                try:
+                    previous, items = chunking.decode_node(bytes(value[HEADER_SIZE:]))
+                except CodecError:
+                    continue  # a damaged node: its chunks stay, and verify reports them
+                below.update(items)
+                if previous is not None:
+                    below[previous] += 1
+        level = below
     return deleted

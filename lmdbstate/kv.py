@@ -8,7 +8,7 @@ growing its map), so the function must not have effects outside the transaction.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice, pairwise
 from typing import Protocol, TypeVar, TypeVarTuple, runtime_checkable
@@ -214,6 +214,24 @@ def table_chunks(txn: ReadTxn, table: str) -> Iterator[list[tuple[bytes, bytes]]
         if len(chunk) < COPY_CHUNK:
             return
         low = chunk[-1][0] + b"\x00"
+
+
+def get_many(txn: ReadTxn, table: str, keys: Iterable[bytes]) -> dict[bytes, bytes]:
+    """The values of those of ``keys`` that ``table`` holds, by key.
+
+    One query for a backend that offers ``get_many`` (PostgreSQL: one round trip, not one per
+    key); key by key otherwise.
+    """
+    batch = getattr(txn, "get_many", None)
+    if batch is not None:
+        found: dict[bytes, bytes] = batch(table, keys)
+        return found
+    values = {}
+    for key in keys:
+        value = txn.get(table, key)
+        if value is not None:
+            values[key] = value
+    return values
 
 
 def put_items(txn: WriteTxn, table: str, items: list[tuple[bytes, bytes]]) -> None:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar, TypeVarTuple
 
 import psycopg
@@ -72,6 +72,7 @@ class _Queries:
 
     def __init__(self, schema: str) -> None:
         self.get: dict[str, sql.Composed] = {}
+        self.get_many: dict[str, sql.Composed] = {}
         self.put: dict[str, sql.Composed] = {}
         self.delete: dict[str, sql.Composed] = {}
         self.count: dict[str, sql.Composed] = {}
@@ -81,6 +82,9 @@ class _Queries:
         for name in TABLES:
             table = sql.Identifier(schema, name)
             self.get[name] = sql.SQL("SELECT value FROM {} WHERE key = %s").format(table)
+            self.get_many[name] = sql.SQL("SELECT key, value FROM {} WHERE key = ANY(%s)").format(
+                table
+            )
             self.put[name] = sql.SQL(
                 "INSERT INTO {} (key, value) VALUES (%s, %s) "
                 "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
@@ -125,6 +129,14 @@ class _Txn:
     def get(self, table: str, key: bytes) -> bytes | None:
         row = self._cursor.execute(self._queries.get[table], (key,)).fetchone()
         return None if row is None else bytes(row[0])
+
+    def get_many(self, table: str, keys: Iterable[bytes]) -> dict[bytes, bytes]:
+        """The values of those of ``keys`` the table holds, in one query (see ``kv.get_many``)."""
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return {}
+        rows = self._cursor.execute(self._queries.get_many[table], (wanted,)).fetchall()
+        return {bytes(key): bytes(value) for key, value in rows}
 
     def last(self, table: str, low: bytes, high: bytes) -> tuple[bytes, bytes] | None:
         query = self._queries.scan[table, True, True, False]

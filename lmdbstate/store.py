@@ -75,6 +75,7 @@ from .keys import (
 )
 from .kv import (
     AGE,
+    CHUNK,
     CKPT,
     META,
     WF,
@@ -83,6 +84,7 @@ from .kv import (
     ReadTxn,
     ViewTxn,
     WriteTxn,
+    get_many,
     scan_chunk,
 )
 from .lmdbfile import DATA_FILE, DataFile
@@ -331,9 +333,8 @@ class _PendingPut:
         if chunked is None:
             return
         named = {link for links in chunked.links.values() for link in links} | set(chunked.refs)
-        if any(
-            digest not in chunked.chunks and chunkstore.count(txn, digest) == 0 for digest in named
-        ):
+        wanted = [digest for digest in named if digest not in chunked.chunks]
+        if len(get_many(txn, CHUNK, wanted)) < len(wanted):
             self._split({})
 
     def apply(self, txn: WriteTxn, *, seq: int | None = None) -> CheckpointInfo:
