@@ -85,6 +85,10 @@ class Chunked:
         """The node chunks the record itself references."""
         return tuple(node.digest for node in self.lists.values())
 
+    def named(self) -> set[bytes]:
+        """Every chunk storing this split may touch: the record's nodes and what they name."""
+        return {link for links in self.links.values() for link in links} | set(self.refs)
+
 
 class RecentLists:
     """Each workflow's chunked lists as this process last wrote them, for at most ``limit``.

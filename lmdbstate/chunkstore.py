@@ -277,12 +277,21 @@ def is_whole(digest: bytes, stored: bytes | memoryview) -> bool:
     return True
 
 
-def acquire(txn: WriteTxn, refs: Iterable[bytes], made: Chunked, *, compress: bool = False) -> int:
+def acquire(
+    txn: WriteTxn,
+    refs: Iterable[bytes],
+    made: Chunked,
+    *,
+    compress: bool = False,
+    stored: dict[bytes, bytes] | None = None,
+) -> int:
     """Add one reference to each chunk of ``refs``, storing those not stored yet from ``made``.
 
     A node stored now references its own chunks in turn. Returns the bytes stored. With
     ``compress``, element chunks stored now are compressed with zstd when that saves bytes.
-    The chunks are read a level of references at a time (one query each on PostgreSQL).
+    ``stored``: the table values of every chunk of ``made.named()`` the store holds, read in
+    this transaction (it is kept up to date here); without it, the chunks are read a level of
+    references at a time (one query each on PostgreSQL).
 
     Raises:
         KeyError: a chunk to store is not in ``made`` (a node it extends was deleted since the
@@ -290,19 +299,24 @@ def acquire(txn: WriteTxn, refs: Iterable[bytes], made: Chunked, *, compress: bo
     """
     written = 0
     level = Counter(refs)
+    values = stored
     while level:
-        stored = get_many(txn, CHUNK, level)
+        if stored is None:
+            values = get_many(txn, CHUNK, level)
+        assert values is not None
         below: Counter[bytes] = Counter()
         for digest, added in level.items():
-            value = stored.get(digest)
+            value = values.get(digest)
             if value is not None:
-                txn.put(CHUNK, digest, with_refs(value, refs_of(value) + added))
-                continue
-            links = made.links.get(digest)
-            value = _stored(made.chunks[digest], FLAG_NODE if links is not None else 0, compress)
-            txn.put(CHUNK, digest, with_refs(value, added))
-            written += len(value)
-            below.update(links or ())
+                value = with_refs(value, refs_of(value) + added)
+            else:
+                links = made.links.get(digest)
+                flags = FLAG_NODE if links is not None else 0
+                value = with_refs(_stored(made.chunks[digest], flags, compress), added)
+                written += len(value)
+                below.update(links or ())
+            txn.put(CHUNK, digest, value)
+            values[digest] = value
         level = below
     return written
 

@@ -327,15 +327,20 @@ class _PendingPut:
         self.chunked = chunking.split(self.inline_body, self.state, previous)
         self.body = self.inline_body if self.chunked is None else self.chunked.body
 
-    def _check_chunks(self, txn: ReadTxn) -> None:
-        """Split flat again when a node the split extends was deleted since (before any write)."""
+    def _stored_chunks(self, txn: ReadTxn) -> dict[bytes, bytes]:
+        """The stored chunks the split names, read in one go (before any write).
+
+        A node the split extends may have been deleted since (by a delete or a gc): the state
+        is then split again with flat nodes.
+        """
         chunked = self.chunked
         if chunked is None:
-            return
-        named = {link for links in chunked.links.values() for link in links} | set(chunked.refs)
-        wanted = [digest for digest in named if digest not in chunked.chunks]
-        if len(get_many(txn, CHUNK, wanted)) < len(wanted):
+            return {}
+        stored = get_many(txn, CHUNK, chunked.named())
+        if any(d not in stored and d not in chunked.chunks for d in chunked.named()):
             self._split({})
+            return self._stored_chunks(txn)
+        return stored
 
     def apply(self, txn: WriteTxn, *, seq: int | None = None) -> CheckpointInfo:
         """Write the checkpoint and update its workflow's index entries, all in ``txn``.
@@ -354,7 +359,7 @@ class _PendingPut:
                 raise InvalidInputError(
                     f"workflow {self.workflow_id!r} has given out every seq up to {MAX_SEQ}"
                 )
-        self._check_chunks(txn)
+        stored_chunks = self._stored_chunks(txn)
         key = checkpoint_key(workflow_key, seq)
         record = records.build(key, self.body, self.created_ns, chunked=self.chunked is not None)
         entry.head_seq = entry.last_seq = seq
@@ -367,7 +372,9 @@ class _PendingPut:
         txn.put(AGE, age_key(self.created_ns, key), b"")
         txn.put(WF, workflow_key, encoded_entry)
         if self.chunked is not None:
-            chunkstore.acquire(txn, self.chunked.refs, self.chunked, compress=self.compress)
+            chunkstore.acquire(
+                txn, self.chunked.refs, self.chunked, compress=self.compress, stored=stored_chunks
+            )
         return CheckpointInfo(
             self.workflow_id, seq, self.step, self.schema, self.created_ns, len(record),
             int.from_bytes(record[4:12], "little"),
