@@ -8,6 +8,8 @@ history that grows by one message per step, put in the order an executor puts th
 workflow's step 1, then every workflow's step 2, ...). Four stores take it:
 
 - lmdbstate, record format 2 (``dedup=True``, the default): a state's long lists as chunks;
+- lmdbstate, record format 2 with ``compression="zstd"`` (the ``zstd`` extra): the same, each
+  list item's chunk compressed when that saves bytes;
 - lmdbstate, record format 1 (``dedup=False``): every checkpoint whole;
 - SQLite in WAL mode, a (workflow, seq) table of msgpack bodies (``peers.SqliteTable``);
 - a JSON file per checkpoint, written crash-safely (``peers.JsonFiles``).
@@ -69,10 +71,12 @@ TARGET_BYTES = 2.0
 TARGET_RATE = 0.90
 
 FORMAT_2 = "lmdbstate, format 2"
+FORMAT_2_ZSTD = "lmdbstate, format 2, zstd"
 FORMAT_1 = "lmdbstate, format 1"
 SQLITE = "SQLite WAL"
 JSON_FILES = "JSON files"
-STORES = (FORMAT_2, FORMAT_1, SQLITE, JSON_FILES)
+STORES = (FORMAT_2, FORMAT_2_ZSTD, FORMAT_1, SQLITE, JSON_FILES)
+LMDBSTATE = (FORMAT_2, FORMAT_2_ZSTD, FORMAT_1)
 DURABILITIES = ("sync", "async")
 READS = ("latest, stopped < 16 KiB", "latest, all steps", "get < 16 KiB", "get >= 16 KiB")
 
@@ -139,8 +143,13 @@ class Json(JsonFiles):
 
 def open_store(name: str, path: Path, durability: str) -> Store | None:
     """A fresh store of kind ``name`` at ``path``; None when the kind has no such durability."""
-    if name in (FORMAT_2, FORMAT_1):
-        return CheckpointStore(path, durability=durability, dedup=name == FORMAT_2)  # type: ignore[arg-type]
+    if name in LMDBSTATE:
+        return CheckpointStore(
+            path,
+            durability=durability,  # type: ignore[arg-type]
+            dedup=name != FORMAT_1,
+            compression="zstd" if name == FORMAT_2_ZSTD else None,
+        )
     if name == SQLITE:
         return Sqlite(path, synchronous="FULL" if durability == "sync" else "NORMAL")
     return Json(path) if durability == "sync" else None
@@ -148,7 +157,7 @@ def open_store(name: str, path: Path, durability: str) -> Store | None:
 
 def state_of(name: str, found: Any) -> object:
     """The state in what a store's ``latest`` or ``get`` returned."""
-    if name in (FORMAT_2, FORMAT_1):
+    if name in LMDBSTATE:
         return found.state
     return found["state"] if name == JSON_FILES else found
 
@@ -435,6 +444,7 @@ def render(results: Results, puts: Sequence[Put], machine: dict[str, str], comma
     last = results.steps
     unique = results.unique[last]
     mine = results.footprints[last][FORMAT_2]
+    zstd = results.footprints[last][FORMAT_2_ZSTD]
     lines = [
         "# Record format 2 on a growing chat history",
         "",
@@ -478,6 +488,10 @@ def render(results: Results, puts: Sequence[Put], machine: dict[str, str], comma
         f"| data.mdb {mine.files / unique:.2f}x; pages in use {mine.in_use / unique:.2f}x; "
         f"compacted {(mine.compacted or 0) / unique:.2f}x "
         f"| {_bytes_verdict(mine, unique)} |",
+        f'| the same, `compression="zstd"` '
+        f"| data.mdb {zstd.files / unique:.2f}x; pages in use {zstd.in_use / unique:.2f}x; "
+        f"compacted {(zstd.compacted or 0) / unique:.2f}x "
+        f"| {_bytes_verdict(zstd, unique)} |",
     ]
     for durability in DURABILITIES:
         figures = results.puts[durability]
@@ -539,14 +553,12 @@ def _tables_table(footprints: dict[str, Footprint], step: int) -> list[str]:
         f"lmdbstate's tables after {step} steps, in the compacted copy: entries, the bytes of "
         "their keys and values, and the pages holding them (B-tree and overflow pages).",
         "",
-        "| table | "
-        + " | ".join(f"{name}: entries, data, pages" for name in (FORMAT_2, FORMAT_1))
-        + " |",
-        "|---|--:|--:|",
+        "| table | " + " | ".join(f"{name}: entries, data, pages" for name in LMDBSTATE) + " |",
+        "|---|--:|--:|--:|",
     ]
     for table in TABLES:
         cells = []
-        for name in (FORMAT_2, FORMAT_1):
+        for name in LMDBSTATE:
             found = footprints[name].tables[table]
             cells.append(f"{found.entries:,}, {_kib(found.data)}, {_kib(found.pages)}")
         lines.append(f"| {table} | " + " | ".join(cells) + " |")

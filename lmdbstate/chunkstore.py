@@ -15,14 +15,13 @@ from __future__ import annotations
 import threading
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 from . import chunking
 from .chunking import Chunked
 from .errors import CodecError, ConfigError, StoreError, UnsupportedFormatError
 from .kv import CHUNK, ReadTxn, WriteTxn, get_many
 
-T = TypeVar("T", bytes, tuple[bytes, ...])
 MAGIC = b"LC"
 VERSION = 1
 FLAG_NODE = 1
@@ -143,14 +142,8 @@ def payload(txn: ReadTxn, digest: bytes) -> bytes:
     return _payload_of(digest, stored)
 
 
-class ChunkCache:
-    """Chunks a store read and checked, or wrote and committed, kept in memory by digest.
-
-    A chunk's key is the digest of its bytes, so a cached chunk is never stale: whatever
-    record names the digest names these bytes. Also keeps each list node's expanded element
-    digests. The least recently used go first once ``max_bytes`` is reached; 0 keeps nothing.
-    Reads from the cache skip the table and the hash: the bytes were checked when they came in.
-    """
+class _Lru:
+    """Values by key, the least recently used dropped first beyond ``max_bytes``."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
@@ -159,19 +152,23 @@ class ChunkCache:
         self._lock = threading.Lock()
 
     def get(self, key: bytes) -> bytes | tuple[bytes, ...] | None:
-        """What is kept under ``key``, or None.
-
-        A chunk's payload under its 16-byte digest, a list's element digests under ``b"L"`` and
-        its node's digest, the list packed under ``b"P"`` and the same.
-        """
         with self._lock:
             value = self._entries.get(key)
             if value is not None:
                 self._entries.move_to_end(key)
             return value
 
+    def get_many(self, keys: Iterable[bytes]) -> dict[bytes, bytes | tuple[bytes, ...]]:
+        found = {}
+        with self._lock:
+            for key in keys:
+                value = self._entries.get(key)
+                if value is not None:
+                    self._entries.move_to_end(key)
+                    found[key] = value
+        return found
+
     def put(self, key: bytes, value: bytes | tuple[bytes, ...]) -> None:
-        """Keep ``value`` under ``key`` (see ``get``)."""
         size = _size(value)
         if size > self.max_bytes:
             return
@@ -184,21 +181,36 @@ class ChunkCache:
                 _, dropped = self._entries.popitem(last=False)
                 self._bytes -= _size(dropped)
 
-    def keep(self, made: Chunked) -> None:
-        """Keep what a committed put wrote: each list, packed, and its element digests."""
-        for node in made.lists.values():
-            self.put(b"L" + node.digest, node.items)
-            self.put(b"P" + node.digest, made.packed[node.digest])
-
-    def clear(self) -> None:
-        """Drop everything (the store was restored from elsewhere, or closed)."""
-        with self._lock:
-            self._entries.clear()
-            self._bytes = 0
-
 
 def _size(value: bytes | tuple[bytes, ...]) -> int:
     return 64 + (len(value) if type(value) is bytes else chunking.DIGEST_SIZE * len(value))
+
+
+class ChunkCache:
+    """Chunks a store read and checked, or wrote and committed, kept in memory by digest.
+
+    A chunk's key is the digest of its bytes, so a cached chunk is never stale: whatever
+    record names the digest names these bytes. Three quarters of ``max_bytes`` keep chunks'
+    payloads and each list node's element digests, which many checkpoints share; a quarter
+    keeps whole lists as msgpack packed them, one per node, so that reading the same
+    checkpoint again (a workflow's newest, most often) costs one lookup. A scan of many old
+    checkpoints then cycles through the lists but leaves the shared chunks in place. The least
+    recently used go first; 0 keeps nothing. Reads from the cache skip the table and the hash:
+    the bytes were checked when they came in.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.pieces = _Lru(max_bytes - max_bytes // 4)
+        """Payloads by digest; element digests of a list by ``b"L"`` + its node's digest."""
+        self.lists = _Lru(max_bytes // 4)
+        """Packed lists by their node's digest."""
+
+    def keep(self, made: Chunked) -> None:
+        """Keep what a committed put wrote: each list, packed, and its element digests."""
+        for node in made.lists.values():
+            self.pieces.put(b"L" + node.digest, node.items)
+            self.lists.put(node.digest, made.packed[node.digest])
 
 
 class Reader:
@@ -216,10 +228,12 @@ class Reader:
         Raises:
             ChunkDamagedError: the chunk is missing or damaged.
         """
-        cached = self._cache.get(digest)
+        cached = self._cache.pieces.get(digest)
         if type(cached) is bytes:
             return cached
-        return self._kept(digest, payload(self._txn, digest))
+        data = payload(self._txn, digest)
+        self._cache.pieces.put(digest, data)
+        return data
 
     def items(self, node: bytes) -> Sequence[bytes]:
         """Every element digest of the list whose node is ``node``.
@@ -228,10 +242,12 @@ class Reader:
             ChunkDamagedError: a node is missing or damaged.
             CodecError: a node does not decode.
         """
-        cached = self._cache.get(b"L" + node)
+        cached = self._cache.pieces.get(b"L" + node)
         if type(cached) is tuple:
             return cached
-        return self._kept(b"L" + node, tuple(chunking.list_items(node, self.payload)))
+        items = tuple(chunking.list_items(node, self.payload))
+        self._cache.pieces.put(b"L" + node, items)
+        return items
 
     def packed_list(self, node: bytes) -> bytes:
         """The list whose node is ``node``, packed: array header, then its elements' bytes.
@@ -240,26 +256,21 @@ class Reader:
             ChunkDamagedError: a chunk is missing or damaged.
             CodecError: a node does not decode.
         """
-        cached = self._cache.get(b"P" + node)
+        cached = self._cache.lists.get(node)
         if type(cached) is bytes:
             return cached
         items = self.items(node)
-        payloads: dict[bytes, bytes] = {}
-        for item in items:
-            cached = self._cache.get(item)
-            if type(cached) is bytes:
-                payloads[item] = cached
+        payloads = self._cache.pieces.get_many(items)
         missing = [item for item in dict.fromkeys(items) if item not in payloads]
         fetched = get_many(self._txn, CHUNK, missing)  # one query for them all on PostgreSQL
         for item in missing:
             if item not in fetched:
                 raise ChunkDamagedError(item, "missing")
-            payloads[item] = self._kept(item, _payload_of(item, fetched[item]))
-        return self._kept(b"P" + node, chunking.pack_list(items, payloads.__getitem__))
-
-    def _kept(self, key: bytes, value: T) -> T:
-        self._cache.put(key, value)
-        return value
+            payloads[item] = data = _payload_of(item, fetched[item])
+            self._cache.pieces.put(item, data)
+        packed = chunking.pack_list(items, payloads.__getitem__)  # type: ignore[arg-type]
+        self._cache.lists.put(node, packed)
+        return packed
 
 
 def is_whole(digest: bytes, stored: bytes | memoryview) -> bool:
