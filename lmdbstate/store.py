@@ -336,8 +336,9 @@ class _PendingPut:
         chunked = self.chunked
         if chunked is None:
             return {}
-        stored = get_many(txn, CHUNK, chunked.named())
-        if any(d not in stored and d not in chunked.chunks for d in chunked.named()):
+        named = chunked.named()
+        stored = get_many(txn, CHUNK, named)
+        if any(d not in stored and d not in chunked.chunks for d in named):
             self._split({})
             return self._stored_chunks(txn)
         return stored
