@@ -25,7 +25,9 @@ from .locations import is_url
 from .memory import MEMORY_PATH
 from .models import Durability
 from .retention import RetentionPolicy
-from .store import DEFAULT_PATH, CheckpointStore
+from .store import DEFAULT_CHUNK_CACHE, DEFAULT_PATH, CheckpointStore
+
+COMPRESSIONS = ("none", "zstd")
 
 log = logging.getLogger("lmdbstate")
 
@@ -253,6 +255,17 @@ _SETTINGS: dict[str, _Setting] = {
         ),
         _number_text,
     ),
+    "dedup": _Setting("true or false", lambda value: type(value) is bool, _bool_text),
+    "compression": _Setting(
+        f"one of {', '.join(COMPRESSIONS)}", lambda value: value in COMPRESSIONS
+    ),
+    "chunk_cache": _Setting(
+        "an int of at least 0 (bytes) or a size such as '64MiB'",
+        lambda value: _is_int(value, 0),
+        parse_size,
+        _size_value,
+        _show_size,
+    ),
     "retention_keep_last": _Setting(
         "an int of at least 1", lambda value: value is None or _is_int(value, 1), _int_text
     ),
@@ -297,6 +310,12 @@ class Config:
     checkpoint_interval: int | float | None = None
     """Steps between checkpoints for ``every_n_steps`` (an int >= 1); seconds for
     ``time_based`` (> 0); ignored by the other policies."""
+    dedup: bool = True
+    """Long lists of states kept once, as chunks (record format 2), as in ``CheckpointStore``."""
+    compression: str = "none"
+    """``"zstd"`` compresses chunks (the ``zstd`` extra); ``"none"`` does not."""
+    chunk_cache: int = DEFAULT_CHUNK_CACHE
+    """Bytes of chunks kept in memory for reads."""
     retention_keep_last: int | None = None
     """Checkpoints kept per workflow (for retention)."""
     retention_max_age: int | None = None
@@ -379,6 +398,9 @@ class Config:
             max_map_size=self.max_map_size,
             readonly=readonly,
             retention=self.retention_policy(),
+            dedup=self.dedup,
+            chunk_cache=self.chunk_cache,
+            compression=None if self.compression == "none" else self.compression,
         )
 
 

@@ -544,6 +544,9 @@ def test_settings_show_sizes_and_ages_in_units() -> None:
         "max_map_size": "1TiB",
         "checkpoint_policy": "every_step",
         "checkpoint_interval": None,
+        "dedup": True,
+        "compression": "none",
+        "chunk_cache": "32MiB",
         "retention_keep_last": None,
         "retention_max_age": "30d",
         "retention_max_size": "1GB",
@@ -552,6 +555,25 @@ def test_settings_show_sizes_and_ages_in_units() -> None:
 
 
 # -- opening the store ------------------------------------------------------------------------
+
+
+def test_the_chunk_settings_reach_the_store(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        {"LMDBSTATE_DEDUP": "false", "LMDBSTATE_CHUNK_CACHE": "1MiB"},
+        compression="zstd",
+    )
+    assert (config.dedup, config.chunk_cache, config.compression) == (False, 1 << 20, "zstd")
+    assert config.sources["dedup"] == "env LMDBSTATE_DEDUP"
+    state = {"messages": [f"message {n} " * 40 for n in range(20)]}
+    with config.open_store() as store:
+        assert store.get("wf", store.put("wf", state).seq).record_format == 1
+    with load(tmp_path, {}).open_store() as store:
+        assert store.get("wf", store.put("wf", state).seq).record_format == 2
+    with pytest.raises(ConfigError, match="compression"):
+        Config(compression="lz4")
+    with pytest.raises(ConfigError, match="chunk_cache"):
+        Config(chunk_cache=-1)
 
 
 def test_open_store_uses_the_configured_path(tmp_path: Path) -> None:
