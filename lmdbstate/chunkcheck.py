@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from . import chunking, chunkstore, records
 from .chunkstore import ChunkDamagedError
-from .errors import CodecError, IntegrityError
+from .errors import CodecError, IntegrityError, StoreCorruptedError
 from .kv import CHUNK, CKPT, ReadTxn, WriteTxn
 
 
@@ -84,6 +84,8 @@ class Recount:
     counts: dict[bytes, int] = field(default_factory=dict)
     unreadable_nodes: set[bytes] = field(default_factory=set)
     """Reached nodes that are missing or do not decode: their references are not counted."""
+    unreadable_records: int = 0
+    """Intact format-2 records whose references could not be read (not msgpack)."""
 
 
 def _chunked_bodies(txn: ReadTxn) -> Iterator[memoryview]:
@@ -106,6 +108,7 @@ def recount(txn: ReadTxn) -> Recount:
         try:
             refs = records.chunk_refs(body)
         except CodecError:
+            found.unreadable_records += 1
             continue
         for ref in refs:
             counts[ref] = counts.get(ref, 0) + 1
@@ -159,7 +162,14 @@ def rebuild_counts(txn: WriteTxn) -> tuple[int, int]:
     Returns (counts rewritten, chunks deleted). Records whose chunks are damaged must be gone
     first (``integrity.repair`` deletes them): their references would keep damaged chunks.
     """
-    counts = recount(txn).counts
+    found = recount(txn)
+    if found.unreadable_records:
+        raise StoreCorruptedError(
+            f"the chunk references of {found.unreadable_records} intact records cannot be read: "
+            "the chunk counts were not rebuilt (rebuilding would free chunks they may use)",
+            hint="`lmdbstate export` keeps every readable checkpoint whole",
+        )
+    counts = found.counts
     rewritten = deleted = 0
     for digest, value in [(digest, bytes(value)) for digest, value in txn.scan(CHUNK, b"")]:
         expected = counts.get(digest, 0)

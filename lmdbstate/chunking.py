@@ -43,8 +43,17 @@ _LIST_REF = bytes((0xD8, codec.EXT_LIST_REF))
 
 
 def digest_of(payload: bytes) -> bytes:
-    """A chunk's key: the xxh3-128 of its bytes."""
+    """An element chunk's key: the xxh3-128 of its bytes."""
     return xxhash.xxh3_128_digest(payload)
+
+
+def node_digest(payload: bytes) -> bytes:
+    """A list node's key: the xxh3-128 of ``b"N"`` and its bytes.
+
+    Apart from every element's key: an element is one msgpack value, so no element's bytes are
+    ``b"N"`` followed by more, and a list element holding a node's bytes is not taken for it.
+    """
+    return xxhash.xxh3_128_digest(b"N" + payload)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +76,6 @@ class ListNode:
 class Chunked:
     """A state split for a format-2 record."""
 
-    state: dict[Any, object]
-    """The top-level map, each chunked list replaced by a ``ListRef``."""
     body: bytes
     """The record body holding ``state``."""
     chunks: dict[bytes, bytes] = field(default_factory=dict)
@@ -119,49 +126,64 @@ class RecentLists:
         self._lists.pop(workflow_id, None)
 
 
-def split(body: bytes, state: object, previous: Mapping[Any, ListNode]) -> Chunked | None:
-    """Split the long lists of ``state`` into chunks; None when it has none (stays inline).
+def split(body: bytes, previous: Mapping[Any, ListNode]) -> Chunked | None:
+    """Split the long lists of the state in ``body`` into chunks; None when it has none.
 
-    The chunks are cut from ``body``, the record body ``records.encode_body`` made of
-    ``state`` (a map whose ``state`` entry packs it): each element's bytes are those msgpack
-    wrote for it inside the list, so nothing is encoded twice. A list whose packed bytes begin
-    with those of the list it had in ``previous`` is parsed from where those end.
+    ``body`` is a record body as ``records.encode_body`` makes it (a map whose ``state`` entry
+    packs the state). Everything is read from it, never from the state object (which its
+    caller may have changed since): each element's bytes are those msgpack wrote for it inside
+    the list, so nothing is encoded twice. A list whose packed bytes begin with those of the
+    list under the same key in ``previous`` is parsed from where those end.
 
     Args:
-        body: the format-1 body holding ``state``.
-        state: the state to store.
+        body: the format-1 body holding the state.
         previous: the ``lists`` of the workflow's previous checkpoint (empty when unknown).
     """
-    if type(state) is not dict or not any(_chunkable(value) for value in state.values()):
-        return None
     walk = _Walk(body)
     for _ in range(walk.unpacker.read_map_header()):
         if walk.unpacker.unpack() == "state":
             break
         walk.unpacker.skip()
     else:
-        raise ValueError("the body has no state")
-    split_state: dict[Any, object] = {}
-    chunked = Chunked(split_state, b"")
+        return None
+    if not _MAP_FIRST_BYTES[body[walk.tell()]]:
+        return None  # a state that is not a map keeps its lists inline
+    chunked = Chunked(b"")
     pieces: list[bytes] = []
     done = 0
-    walk.unpacker.read_map_header()
-    for key, value in state.items():  # packed in this order
+    for _ in range(walk.unpacker.read_map_header()):
+        key_start = walk.tell()
         walk.unpacker.skip()
-        if not _chunkable(value):
-            walk.unpacker.skip()
-            split_state[key] = value
-            continue
         start = walk.tell()
-        node = _list_node(walk, previous.get(key), chunked)
+        if not _ARRAY_FIRST_BYTES[body[start]]:
+            walk.unpacker.skip()
+            continue
+        count = walk.unpacker.read_array_header()
+        if count < MIN_ITEMS:
+            for _ in range(count):
+                walk.unpacker.skip()
+            continue
+        key = codec.decode(body[key_start:start])
+        node = _list_node(walk, count, previous.get(key), chunked)
         chunked.lists[key] = node
         chunked.packed[node.digest] = body[start : walk.tell()]
-        split_state[key] = ListRef(node.digest)
         pieces += (body[done:start], _LIST_REF + node.digest)  # as the codec packs a ListRef
         done = walk.tell()
+    if not chunked.lists:
+        return None
     pieces.append(body[done:])
     chunked.body = b"".join(pieces)
     return chunked
+
+
+def _first_bytes(*ranges: tuple[int, int]) -> tuple[bool, ...]:
+    return tuple(any(low <= byte <= high for low, high in ranges) for byte in range(256))
+
+
+_MAP_FIRST_BYTES = _first_bytes((0x80, 0x8F), (0xDE, 0xDF))
+"""The first bytes of a msgpack map: fixmap, map 16, map 32."""
+_ARRAY_FIRST_BYTES = _first_bytes((0x90, 0x9F), (0xDC, 0xDD))
+"""The first bytes of a msgpack array: fixarray, array 16, array 32."""
 
 
 class _Walk:
@@ -183,14 +205,12 @@ class _Walk:
         return position
 
 
-def _chunkable(value: object) -> bool:
-    return type(value) is list and len(value) >= MIN_ITEMS
+def _list_node(walk: _Walk, count: int, before: ListNode | None, out: Chunked) -> ListNode:
+    """Read the ``count`` items at ``walk`` (left past them) and make their node.
 
-
-def _list_node(walk: _Walk, before: ListNode | None, out: Chunked) -> ListNode:
-    """Read the list at ``walk`` (left past it) and make its node, extending ``before``."""
+    The node extends ``before`` when the list begins with its items.
+    """
     body = walk.body
-    count = walk.unpacker.read_array_header()
     first = walk.tell()
     digests: list[bytes] = []
     if (
@@ -217,12 +237,13 @@ def _list_node(walk: _Walk, before: ListNode | None, out: Chunked) -> ListNode:
         new = digests[len(before.items) :]
         payload = encode_node(before.digest, new)
         depth = before.depth + 1
-        out.links[digest_of(payload)] = (before.digest, *new)
+        links: tuple[bytes, ...] = (before.digest, *new)
     else:
         payload = encode_node(None, digests)
         depth = 0
-        out.links[digest_of(payload)] = tuple(digests)
-    node = ListNode(digest_of(payload), tuple(digests), depth, size, packed_digest)
+        links = tuple(digests)
+    node = ListNode(node_digest(payload), tuple(digests), depth, size, packed_digest)
+    out.links[node.digest] = links
     out.chunks[node.digest] = payload
     return node
 

@@ -32,7 +32,9 @@ EXT_DATE = 5
 EXT_UUID = 6
 EXT_DECIMAL = 7
 EXT_LIST_REF = 16
-"""Record format 2 only: a list kept as chunks (``chunking.py``), named by its node's digest."""
+"""Record format 2 only: a list kept as chunks (``chunking.py``), named by its node's digest.
+Only ``chunking.split`` writes it, into the top-level map of a record's state; the codec
+decodes it but refuses to encode a ``ListRef``, so a user's state can never hold one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,9 +124,6 @@ def _to_extension(value: object) -> msgpack.ExtType:
         return msgpack.ExtType(EXT_UUID, value.bytes)
     if kind is Decimal:
         return msgpack.ExtType(EXT_DECIMAL, str(value).encode("ascii"))
-    if kind is ListRef:
-        assert isinstance(value, ListRef)
-        return msgpack.ExtType(EXT_LIST_REF, value.digest)
     raise TypeError(f"unsupported type {kind.__module__}.{kind.__qualname__}")
 
 

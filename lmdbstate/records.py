@@ -28,6 +28,8 @@ from .keys import split_checkpoint_key
 MAGIC = b"LS"
 FORMAT_VERSION = 1
 CHUNKED_FORMAT = 2
+REF_SIZE = 16
+"""Bytes of a chunk's key, as a format-2 record's state names its list nodes."""
 """Record format 2: the state's long lists are ``codec.ListRef``s to chunks (``chunking.py``)."""
 KNOWN_FLAGS = 0
 HEADER = struct.Struct("<2sBBQQI")
@@ -126,13 +128,26 @@ def is_chunked(record: bytes | memoryview) -> bool:
 def chunk_refs(body: bytes | memoryview) -> tuple[bytes, ...]:
     """The node chunks a format-2 record's body references (its state's top-level lists).
 
+    Read without decoding any extension type but the references: a body holding a value this
+    host cannot decode (a time zone it lacks) still gives them.
+
     Raises:
-        CodecError: the body does not decode.
+        CodecError: the body is not msgpack.
     """
-    state = decode_body(body).get("state")
+    try:
+        fields = msgpack.unpackb(body, raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises many unrelated types for malformed input
+        raise CodecError("stored body", f"cannot decode: {exc}") from exc
+    state = fields.get("state") if type(fields) is dict else None
     if type(state) is not dict:
         return ()
-    return tuple(value.digest for value in state.values() if isinstance(value, codec.ListRef))
+    return tuple(
+        value.data
+        for value in state.values()
+        if type(value) is msgpack.ExtType
+        and value.code == codec.EXT_LIST_REF
+        and len(value.data) == REF_SIZE
+    )
 
 
 def encode_body(state: object, step: object, schema: int, meta: object) -> bytes:

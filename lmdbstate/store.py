@@ -324,7 +324,7 @@ class _PendingPut:
         self.created_ns = time.time_ns()
 
     def _split(self, previous: Mapping[Any, chunking.ListNode]) -> None:
-        self.chunked = chunking.split(self.inline_body, self.state, previous)
+        self.chunked = chunking.split(self.inline_body, previous)
         self.body = self.inline_body if self.chunked is None else self.chunked.body
 
     def _stored_chunks(self, txn: ReadTxn) -> dict[bytes, bytes]:
@@ -341,6 +341,15 @@ class _PendingPut:
         if any(d not in stored and d not in chunked.chunks for d in named):
             self._split({})
             return self._stored_chunks(txn)
+        # The counts' room is checked here too, before any write (see ``apply``): no chunk gains
+        # more references than the split makes in all.
+        most = len(chunked.refs) + sum(map(len, chunked.links.values()))
+        if any(chunkstore.refs_of(value) > chunkstore.MAX_REFS - most for value in stored.values()):
+            raise StoreError(
+                f"a chunk of workflow {self.workflow_id!r}'s state is referenced "
+                f"{chunkstore.MAX_REFS:,} times, as many as its count holds",
+                hint="`lmdbstate verify` finds a damaged count; write this state with dedup=False",
+            )
         return stored
 
     def apply(self, txn: WriteTxn, *, seq: int | None = None) -> CheckpointInfo:

@@ -5,8 +5,8 @@ Format 1 -> 2 (record format 2, docs/format.md): the ``chunk`` table appears
 oldest first as ``put`` would write them now, so that a list one record extends from the one
 before becomes a node naming the earlier node and only the new elements. A record keeps its
 key, creation time and everything it holds; its bytes, and so its digest, change. Records that
-are damaged or do not decode here are left as they are: format 1 records stay valid in a
-format 2 store.
+are damaged, or whose keys do not decode here, are left as they are: format 1 records stay
+valid in a format 2 store.
 """
 
 from __future__ import annotations
@@ -48,15 +48,14 @@ def _split_workflow(txn: WriteTxn, workflow_key: bytes) -> int:
             continue
         try:
             created_ns, _, body = records.check(key, record)
-            fields = records.decode_body(body)
+            chunked = (
+                chunking.split(bytes(body), previous)
+                if len(body) >= chunking.INLINE_LIMIT
+                else None
+            )
         except (IntegrityError, CodecError):
             previous = {}
-            continue  # left as it is, for verify to report
-        chunked = (
-            chunking.split(bytes(body), fields.get("state"), previous)
-            if len(body) >= chunking.INLINE_LIMIT
-            else None
-        )
+            continue  # left as it is (verify reports a damaged one)
         if chunked is None:
             previous = {}
             continue

@@ -6,9 +6,11 @@ raw py-lmdb (a chunk or a count removed, a count changed, a stray chunk added).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import shutil
 import sys
+import zoneinfo
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from typer.testing import CliRunner
 from lmdbstate import (
     CheckpointStore,
     RetentionPolicy,
+    chunking,
     codec,
     copy_store,
     export_jsonl,
@@ -26,12 +29,28 @@ from lmdbstate import (
     recover,
 )
 from lmdbstate.chunking import decode_node, digest_of
-from lmdbstate.chunkstore import FLAG_NODE, FLAG_ZSTD, MAGIC, VERSION, refs_of, with_refs
-from lmdbstate.errors import ConfigError, UnsupportedFormatError
+from lmdbstate.chunkstore import (
+    FLAG_NODE,
+    FLAG_ZSTD,
+    MAGIC,
+    MAX_REFS,
+    VERSION,
+    refs_of,
+    with_refs,
+)
+from lmdbstate.codec import ListRef
+from lmdbstate.errors import (
+    CodecError,
+    ConfigError,
+    IntegrityError,
+    StoreError,
+    UnsupportedFormatError,
+    WorkflowNotFoundError,
+)
 from lmdbstate.keys import checkpoint_key, encode_workflow_id
 from lmdbstate.records import HEADER_SIZE, chunk_refs, is_chunked
 
-from .damage import flip_record, raw_delete, raw_env, raw_get, raw_items
+from .damage import flip_record, raw_delete, raw_env, raw_get, raw_items, raw_put
 from .test_cli import invoke
 
 WORKFLOWS = ("chat-0", "chat-1", "chat-2")
@@ -393,3 +412,125 @@ def test_compaction_and_copies_keep_chunks_and_counts(
             for (workflow_id, seq), state in kept.items():
                 assert store.get(workflow_id, seq).state == state
     assert raw_items(tmp_path / "copy", b"chunk") == raw_items(path, b"chunk")
+
+
+# -- regressions found by review --------------------------------------------------------------
+
+
+def test_an_item_holding_a_nodes_bytes_is_not_taken_for_the_node(tmp_path: Path) -> None:
+    items = [f"item {n} " + "x" * 300 for n in range(8)]
+    lookalike = chunking.encode_node(None, [digest_of(codec.encode(item)) for item in items])
+    path = tmp_path / "store"
+    with CheckpointStore(path) as store:
+        # An item whose bytes are those of the node of `items` (as a list's element, packed).
+        store.put("a", {"l": [codec.decode(lookalike), *range(8)], "pad": "p" * 3000})
+        store.put("b", {"l": items})
+    with CheckpointStore(path, chunk_cache=0) as store:
+        assert store.get("b", 1).state == {"l": items}
+        assert store.verify().ok
+
+
+def test_a_list_ref_in_a_users_state_is_refused(tmp_path: Path) -> None:
+    with CheckpointStore(tmp_path / "store") as store:
+        victim = store.put("victim", {"l": [f"line {n} " * 40 for n in range(10)]})
+        (node,) = chunk_refs(raw_record(store, "victim", victim.seq)[HEADER_SIZE:])
+        with pytest.raises(CodecError, match="ListRef"):
+            store.put("other", {"l": list(range(8)), "ref": ListRef(node)})
+        with pytest.raises(WorkflowNotFoundError):
+            store.workflow("other")
+        assert store.verify().ok
+
+
+def raw_record(store: CheckpointStore, workflow_id: str, seq: int) -> bytes:
+    record = store._read_txn(lambda txn: txn.get("ckpt", key(workflow_id, seq)))
+    assert record is not None
+    return bytes(record)
+
+
+def test_a_body_this_host_cannot_decode_keeps_its_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "store"
+    when = dt.datetime(2024, 1, 1, tzinfo=zoneinfo.ZoneInfo("Europe/Paris"))
+    state = {"when": when, "log": [f"line {n} " * 40 for n in range(10)]}
+    with CheckpointStore(path) as store:
+        store.put("w", state)
+
+    def missing_zone(data: bytes) -> object:
+        raise zoneinfo.ZoneInfoNotFoundError("No time zone found with key Europe/Paris")
+
+    with monkeypatch.context() as host:  # a host without that zone: the body does not decode
+        host.setitem(codec._DECODERS, codec.EXT_DATETIME, missing_zone)
+        with CheckpointStore(path, chunk_cache=0) as store:
+            report = store.verify()
+            assert (report.damaged, report.chunk_problems) == ((), ())
+            repaired = store.repair(backup_dir=tmp_path / "backup")
+            assert (repaired.removed, repaired.chunks_removed) == ((), 0)
+    with CheckpointStore(path, chunk_cache=0) as store:
+        assert store.get("w", 1).state == state
+
+
+def test_a_grouped_put_refused_for_a_full_count_writes_nothing(tmp_path: Path) -> None:
+    items = [f"item {n} " * 40 for n in range(8)]
+    with CheckpointStore(tmp_path / "store", durability="group") as store:
+        store.put("a", {"l": items})
+        shared = digest_of(codec.encode(items[0]))
+
+        def saturate(txn: Any) -> tuple[None, int]:
+            txn.put("chunk", shared, with_refs(txn.get("chunk", shared), MAX_REFS))
+            return None, 0
+
+        store._write_txn(saturate, group=False)
+        with pytest.raises(StoreError, match="referenced"):
+            store.put("b", {"l": [*items, "new"]})
+        assert [info.workflow_id for info in store.workflows()] == ["a"]
+
+
+def test_a_cleared_node_flag_is_damage_and_repair_keeps_the_rest(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    state = {"log": [f"line {n} " * 40 for n in range(10)]}
+    with CheckpointStore(path) as store:
+        store.put("w", state)
+        store.put("kept", {"log": [f"other {n} " * 40 for n in range(10)]})
+    newest = raw_get(path, b"ckpt", key("w", 1))
+    assert newest is not None
+    (node,) = chunk_refs(newest[HEADER_SIZE:])
+    value = raw_get(path, b"chunk", node)
+    assert value is not None
+    raw_put(path, b"chunk", node, value[:3] + bytes((value[3] & ~FLAG_NODE,)) + value[4:])
+    with CheckpointStore(path, chunk_cache=0) as store:
+        report = store.verify()
+        assert damaged_pairs(report) == {("w", 1)}
+        assert "digest mismatch" in report.damaged[0].reason
+        store.repair(backup_dir=tmp_path / "backup")
+        assert store.verify().ok
+        assert store.get("kept", 1).state["log"][0].startswith("other 0")
+
+
+def test_a_zstd_frame_claiming_a_huge_size_is_damage(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    with CheckpointStore(path, compression="zstd") as store:
+        store.put("w", {"log": [f"line {n} " * 40 for n in range(10)]})
+    chunks = raw_items(path, b"chunk")
+    digest, value = next((d, v) for d, v in chunks.items() if v[3] & FLAG_ZSTD)
+    frame = value[8:]
+    claims_16_tib = frame[:4] + bytes((0b11100000,)) + (1 << 44).to_bytes(8, "little") + frame[5:]
+    raw_put(path, b"chunk", digest, value[:8] + claims_16_tib)
+    with CheckpointStore(path, chunk_cache=0) as store:
+        assert damaged_pairs(store.verify()) == {("w", 1)}
+        with pytest.raises(IntegrityError, match="does not decompress|digest mismatch"):
+            store.get("w", 1)
+
+
+def test_a_queued_put_splits_what_was_queued_whatever_the_state_became(tmp_path: Path) -> None:
+    log = [f"line {n} " * 40 for n in range(9)]
+    with CheckpointStore(tmp_path / "store") as store:
+        store.put("w", {"log": list(log)})
+        store.delete("w")  # the store still knows w's node: the next put finds it gone
+        state: dict[str, Any] = {"log": [*log, "more"]}
+        with store.batch() as batch:
+            batch.put("w", state)
+            state["note"] = "added after the put was queued"
+            state["log"] = "no longer a list"
+        assert store.get("w", 1).state == {"log": [*log, "more"]}
+        assert store.verify().ok

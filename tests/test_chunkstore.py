@@ -35,7 +35,7 @@ class Workflow:
     def next_split(self) -> chunking.Chunked:
         self.messages.append(f"message {len(self.messages)}")
         state = {"messages": list(self.messages)}
-        chunked = chunking.split(encode_body(state, None, 1, {}), state, self.previous)
+        chunked = chunking.split(encode_body(state, None, 1, {}), self.previous)
         assert chunked is not None
         self.previous = chunked.lists
         return chunked
