@@ -321,7 +321,7 @@ def acquire(
         for digest, added in level.items():
             value = values.get(digest)
             if value is not None:
-                value = with_refs(value, refs_of(value) + added)
+                value = with_refs(_healed(value, made.chunks.get(digest)), refs_of(value) + added)
             else:
                 links = made.links.get(digest)
                 flags = FLAG_NODE if links is not None else 0
@@ -332,6 +332,17 @@ def acquire(
             values[digest] = value
         level = below
     return written
+
+
+def _healed(value: bytes, payload: bytes | None) -> bytes:
+    """``value``, its payload replaced by ``payload`` when the stored one differs.
+
+    A put holding a chunk's bytes rewrites a damaged copy of them (an uncompressed one: a
+    compressed one is left for verify to report) rather than reference it as it is.
+    """
+    if payload is None or value[3] & FLAG_ZSTD or value[HEADER_SIZE:] == payload:
+        return value
+    return value[:HEADER_SIZE] + payload
 
 
 def release(txn: WriteTxn, refs: Iterable[bytes]) -> int:

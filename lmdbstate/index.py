@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import chunkstore, codec, records
-from .errors import CodecError, StoreCorruptedError, WorkflowNotFoundError
+from .errors import CodecError, IntegrityError, StoreCorruptedError, WorkflowNotFoundError
 from .keys import age_key, seq_of, workflow_bounds
 from .kv import AGE, CKPT, META, WF, ReadTxn, WriteTxn
 from .models import STATUSES, Status, WorkflowInfo
@@ -162,9 +162,10 @@ def delete_record(txn: WriteTxn, key: bytes, created_ns: int | None) -> None:
     record = txn.get(CKPT, key)
     if record is not None and records.is_chunked(record):
         try:
-            refs = records.chunk_refs(record[records.HEADER_SIZE :])
-        except CodecError:
-            refs = ()  # a damaged body: its chunks stay, and verify counts them as leaked
+            _, _, body = records.check(key, record)
+            refs = records.chunk_refs(body)
+        except (IntegrityError, CodecError):
+            refs = ()  # a damaged record: its chunks stay, verify reports them, repair frees them
         chunkstore.release(txn, refs)
     txn.delete(CKPT, key)
     if created_ns is not None:

@@ -534,3 +534,36 @@ def test_a_queued_put_splits_what_was_queued_whatever_the_state_became(tmp_path:
             state["log"] = "no longer a list"
         assert store.get("w", 1).state == {"log": [*log, "more"]}
         assert store.verify().ok
+
+
+def test_a_put_holding_a_damaged_chunks_bytes_heals_it(
+    grown: tuple[Path, dict[tuple[str, int], Any]],
+) -> None:
+    path, written = grown
+    payload = codec.encode(message("chat-0", 20))
+    flip_record(path, payload, len(payload) // 2)
+    with CheckpointStore(path, chunk_cache=0) as store:  # a new process: it splits flat
+        assert len(store.verify().damaged) == 20
+        store.put("chat-0", written["chat-0", STEPS])  # holds message 20, whole
+        assert store.verify().ok
+        for (workflow_id, seq), state in written.items():
+            assert store.get(workflow_id, seq).state == state
+
+
+def test_deleting_a_damaged_chunked_record_releases_nothing_it_may_not_hold(
+    grown: tuple[Path, dict[tuple[str, int], Any]], tmp_path: Path
+) -> None:
+    path, written = grown
+    record = raw_get(path, b"ckpt", key("chat-1", STEPS))
+    assert record is not None
+    flip_record(path, record, len(record) - 3)  # in the body: its references are not trusted
+    with CheckpointStore(path) as store:
+        store.delete("chat-1", seq=STEPS)
+        report = store.verify()
+        assert report.damaged == ()
+        assert report.chunk_problems  # what it held is counted once too many, not freed
+        store.repair(backup_dir=tmp_path / "backup")
+        assert store.verify().ok
+        for (workflow_id, seq), state in written.items():
+            if (workflow_id, seq) != ("chat-1", STEPS):
+                assert store.get(workflow_id, seq).state == state
