@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -98,3 +99,22 @@ def test_any_puts_deletes_and_collections_keep_counts_and_every_state(
         for (workflow_id, seq), state in written.items():
             assert store.get(workflow_id, seq).state == state
         assert store.verify(deep=True).ok
+
+
+def test_a_cap_below_what_the_heads_share_ends_over_cap_with_the_heads_kept(
+    tmp_path: Path,
+) -> None:
+    with CheckpointStore(tmp_path / "store", durability="async") as store:
+        heads = {}
+        for step in range(60):
+            for n in range(4):
+                messages = [f"chat-{n} message {i} " * 25 for i in range(step + 1)]
+                heads[f"chat-{n}"] = {"messages": messages}
+                store.put(f"chat-{n}", heads[f"chat-{n}"])
+        cap = store.stats().live_bytes // 3
+        report = store.gc(RetentionPolicy(max_size=cap))
+        assert report.over_cap > 0  # the heads hold every message: nothing more may go
+        assert report.checkpoints_removed == 4 * 59
+        for workflow_id, state in heads.items():
+            assert store.latest(workflow_id).state == state  # type: ignore[union-attr]
+        assert store.verify().ok
