@@ -11,6 +11,7 @@ import json
 import shutil
 import sys
 import zoneinfo
+from collections.abc import Container
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,18 @@ def damaged_pairs(report: Any) -> set[tuple[str | None, int | None]]:
     return {(d.workflow_id, d.seq) for d in report.damaged}
 
 
+def assert_read_back(
+    store: CheckpointStore,
+    written: dict[tuple[str, int], Any],
+    *,
+    but: Container[tuple[str, int]] = (),
+) -> None:
+    """Every checkpoint of ``written`` but those of ``but`` reads back as it was put."""
+    for (workflow_id, seq), state in written.items():
+        if (workflow_id, seq) not in but:
+            assert store.get(workflow_id, seq).state == state
+
+
 def test_a_grown_store_is_chunked_and_verifies_clean(
     grown: tuple[Path, dict[tuple[str, int], Any]],
 ) -> None:
@@ -128,18 +141,14 @@ def test_a_flipped_chunk_is_reported_for_exactly_the_checkpoints_that_use_it(
         with pytest.raises(Exception, match="digest mismatch"):
             store.get("chat-0", STEPS)
         assert store.latest("chat-0", skip_damaged=True).seq == 20  # type: ignore[union-attr]
-        for (workflow_id, seq), state in written.items():
-            if (workflow_id, seq) not in users:
-                assert store.get(workflow_id, seq).state == state
+        assert_read_back(store, written, but=users)
 
         repaired = store.repair(backup_dir=tmp_path / "backup")
         assert {(d.workflow_id, d.seq) for d in repaired.removed} == users
         assert repaired.chunks_removed >= 1  # the damaged chunk, referenced by nothing now
         after = store.verify(deep=True)
         assert after.ok, after
-        for (workflow_id, seq), state in written.items():
-            if (workflow_id, seq) not in users:
-                assert store.get(workflow_id, seq).state == state
+        assert_read_back(store, written, but=users)
     assert digest_of(payload) not in raw_items(path, b"chunk")
 
     report = recover(pristine, tmp_path / "recovered")
@@ -147,9 +156,7 @@ def test_a_flipped_chunk_is_reported_for_exactly_the_checkpoints_that_use_it(
     assert report.recovered == len(written) - len(users)
     with CheckpointStore(tmp_path / "recovered") as store:
         assert store.verify(deep=True).ok
-        for (workflow_id, seq), state in written.items():
-            if (workflow_id, seq) not in users:
-                assert store.get(workflow_id, seq).state == state
+        assert_read_back(store, written, but=users)
 
 
 def test_a_missing_node_damages_the_checkpoints_whose_lists_reach_it(
@@ -214,8 +221,7 @@ def test_wrong_counts_and_stray_chunks_are_found_and_rebuilt(
         assert repaired.chunk_counts_fixed == 2
         assert repaired.chunks_removed == 1
         assert store.verify().ok
-        for (workflow_id, seq), state in written.items():
-            assert store.get(workflow_id, seq).state == state
+        assert_read_back(store, written)
     assert raw_items(path, b"chunk") == chunks
 
 
@@ -265,8 +271,7 @@ def test_a_format1_store_upgrades_to_chunks_and_keeps_every_state(tmp_path: Path
         (backup,) = [p for p in tmp_path.iterdir() if p.name.startswith("store.format1-backup-")]
         assert codec.decode(raw_get(backup, b"meta", b"format") or b"") == 1
         assert store.verify(deep=True).ok
-        for (workflow_id, seq), state in written.items():
-            assert store.get(workflow_id, seq).state == state
+        assert_read_back(store, written)
         chunked_bytes = sum(info.bytes for info in store.workflows())
         stats = store.stats()
         assert stats.format_version == 2
@@ -299,8 +304,7 @@ def test_exports_are_self_contained_and_import_anywhere_with_their_digests(
             again = import_jsonl(store, export)
             assert (again.imported, again.already_present) == (0, len(written))
             assert again.ok
-            for (workflow_id, seq), state in written.items():
-                assert store.get(workflow_id, seq).state == state
+            assert_read_back(store, written)
             assert store.verify(deep=True).ok
             formats = {store.get(w, s).record_format for w, s in written}
             assert formats == ({1, 2} if dedup else {1})
@@ -352,8 +356,7 @@ def test_zstd_chunks_are_flagged_smaller_and_read_back(tmp_path: Path) -> None:
             written = grow(store)
         with CheckpointStore(path, chunk_cache=0) as store:  # every chunk from the table
             assert store.verify(deep=True).ok
-            for (workflow_id, seq), state in written.items():
-                assert store.get(workflow_id, seq).state == state
+            assert_read_back(store, written)
         chunks = raw_items(path, b"chunk")
         flagged = [value for value in chunks.values() if value[3] & FLAG_ZSTD]
         assert (len(flagged) == STEPS * len(WORKFLOWS)) is (compression == "zstd")
@@ -546,8 +549,7 @@ def test_a_put_holding_a_damaged_chunks_bytes_heals_it(
         assert len(store.verify().damaged) == 20
         store.put("chat-0", written["chat-0", STEPS])  # holds message 20, whole
         assert store.verify().ok
-        for (workflow_id, seq), state in written.items():
-            assert store.get(workflow_id, seq).state == state
+        assert_read_back(store, written)
 
 
 def test_deleting_a_damaged_chunked_record_releases_nothing_it_may_not_hold(
@@ -564,6 +566,4 @@ def test_deleting_a_damaged_chunked_record_releases_nothing_it_may_not_hold(
         assert report.chunk_problems  # what it held is counted once too many, not freed
         store.repair(backup_dir=tmp_path / "backup")
         assert store.verify().ok
-        for (workflow_id, seq), state in written.items():
-            if (workflow_id, seq) != ("chat-1", STEPS):
-                assert store.get(workflow_id, seq).state == state
+        assert_read_back(store, written, but={("chat-1", STEPS)})
