@@ -282,9 +282,7 @@ class _PendingPut:
         "created_ns",
         "expect_seq",
         "inline_body",
-        "meta",
         "schema",
-        "state",
         "step",
         "workflow_id",
         "workflow_key",
@@ -314,9 +312,7 @@ class _PendingPut:
         self.step = step
         self.schema = schema
         self.expect_seq = expect_seq
-        self.state = state
-        self.meta: dict[str, Any] = {} if meta is None else meta
-        self.inline_body = records.encode_body(state, step, schema, self.meta)
+        self.inline_body = records.encode_body(state, step, schema, {} if meta is None else meta)
         self.body = self.inline_body
         self.chunked: chunking.Chunked | None = None
         if previous is not None and len(self.inline_body) >= chunking.INLINE_LIMIT:
