@@ -4,7 +4,8 @@ docs/format2-design.md explains the choice. A list of at least ``MIN_ITEMS`` ite
 values of the state's top-level map becomes a *list node*:
 
 - each element, packed on its own by the codec, is a chunk keyed by the xxh3-128 of its bytes;
-- the node, a chunk too, is ``[previous node digest or nil, [element digests]]``. A list that
+- the node, a chunk too (keyed by the xxh3-128 of ``b"N"`` and its bytes, apart from every
+  element), is ``[previous node digest or nil, [element digests]]``. A list that
   extends the list the same key held in the workflow's previous checkpoint names that
   checkpoint's node and only the new elements; every ``FLAT_EVERY``-th node is *flat* (no
   previous node, every element), so that a read follows at most ``FLAT_EVERY`` nodes;
