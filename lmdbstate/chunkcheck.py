@@ -33,7 +33,7 @@ class ChunkReader:
         try:
             refs = records.chunk_refs(body)
         except CodecError:
-            return None  # a body this host cannot decode is not damage (deep verify reports it)
+            return None  # not msgpack, yet its digest held: deep verify reports the body
         for ref in refs:
             problem = self.node_problem(txn, ref)
             if problem is not None:
@@ -82,8 +82,6 @@ class Recount:
     """Every reference to a chunk that the records and the nodes they reach hold."""
 
     counts: dict[bytes, int] = field(default_factory=dict)
-    unreadable_nodes: set[bytes] = field(default_factory=set)
-    """Reached nodes that are missing or do not decode: their references are not counted."""
     unreadable_records: int = 0
     """Intact format-2 records whose references could not be read (not msgpack)."""
 
@@ -115,15 +113,14 @@ def recount(txn: ReadTxn) -> Recount:
             if counts[ref] == 1:
                 pending.append(ref)
     while pending:
-        node = pending.pop()
-        stored = txn.get(CHUNK, node)
+        stored = txn.get(CHUNK, pending.pop())
         try:
-            if stored is None or not stored[3] & chunkstore.FLAG_NODE:
-                raise CodecError("list node", "missing or not a node")
-            previous, items = chunking.decode_node(bytes(stored[chunkstore.HEADER_SIZE :]))
-        except (CodecError, IndexError):
-            found.unreadable_nodes.add(node)
-            continue
+            node = None if stored is None else chunkstore.node_of(stored)
+        except CodecError:
+            node = None
+        if node is None:
+            continue  # missing, or not a node: what it would reference is not counted
+        previous, items = node
         for item in items:
             counts[item] = counts.get(item, 0) + 1
         if previous is not None:

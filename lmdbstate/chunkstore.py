@@ -366,13 +366,25 @@ def release(txn: WriteTxn, refs: Iterable[bytes]) -> int:
                 continue
             txn.delete(CHUNK, digest)
             deleted += 1
-            if len(value) >= HEADER_SIZE and value[3] & FLAG_NODE:
-                try:
-                    previous, items = chunking.decode_node(bytes(value[HEADER_SIZE:]))
-                except CodecError:
-                    continue  # a damaged node: its chunks stay, and verify reports them
+            try:
+                node = node_of(value)
+            except CodecError:
+                continue  # a damaged node: its chunks stay, and verify reports them
+            if node is not None:
+                previous, items = node
                 below.update(items)
                 if previous is not None:
                     below[previous] += 1
         level = below
     return deleted
+
+
+def node_of(value: bytes | memoryview) -> tuple[bytes | None, list[bytes]] | None:
+    """The previous node and elements a chunk table value references; None for an element.
+
+    Raises:
+        CodecError: it is flagged a node but does not decode as one.
+    """
+    if len(value) < HEADER_SIZE or not value[3] & FLAG_NODE:
+        return None
+    return chunking.decode_node(bytes(value[HEADER_SIZE:]))
